@@ -1,0 +1,318 @@
+"""Applying journaled operations to the store: the only code that writes run data.
+
+The writer thread calls ``RunApplier.apply`` with each batch right after journaling
+it; recovery and ``tracker sync`` call it with records read back from the journal. A
+point is identified by (run, path, rank, step): a step not above the last one stored
+for that series is dropped, so applying the same records twice adds nothing.
+
+Operations (tuples of builtin values; see ``core.run`` for who makes them):
+
+    ("cols", rank, keys, steps, ts, values, order)   log calls with one key set, as
+                                         packed int64/float64 columns (see columnize)
+    ("rows", rank, keys, steps, ts, rows, order)     the same for non-float values
+    ("set", path, kind, value, ts)            a single value
+    ("file", path, info)                      a file reference (dict of uri/size/hash)
+    ("tags+", [tags]) / ("tags-", [tags])
+    ("create", {run metadata})                first op of every journal segment
+    ("status", status, ts, error_text)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .store import Store
+
+log = logging.getLogger("tracker")
+
+FLOAT_SERIES, STR_SERIES = "float", "str"
+_NO_STEP = -(2**63)
+
+
+class _Series:
+    __slots__ = ("id", "kind", "last_step", "count", "warned")
+
+    def __init__(self, sid: int, kind: str, last_step: int, count: int) -> None:
+        self.id = sid
+        self.kind = kind
+        self.last_step = last_step
+        self.count = count
+        self.warned = False
+
+
+class RunApplier:
+    """Writes the operations of one run into the store, keeping per-series state cached."""
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.series: dict[tuple[str, int], _Series] = {}
+        self._load()
+
+    def _load(self) -> None:
+        conn = self.store.connection()
+        rows = conn.execute(
+            "SELECT path, rank, series_id, kind, last_step, count FROM series WHERE run_id=?",
+            (self.run_id,),
+        ).fetchall()
+        for path, rank, sid, kind, last, count in rows:
+            self.series[(path, rank)] = _Series(sid, kind, last, count)
+        # A fork child continues after the fork step of its parent's series.
+        row = conn.execute(
+            "SELECT parent_id, fork_step FROM runs WHERE run_id=?", (self.run_id,)
+        ).fetchone()
+        self._fork = (row[0], row[1]) if row and row[0] else None
+
+    # -- entry point ---------------------------------------------------------------------
+
+    def apply(self, ops: list[Any], position: tuple[str, int] | None = None) -> None:
+        """Apply columnized ``ops`` in one transaction; record ``position`` (segment, end)."""
+        with self.store.write() as conn:
+            pieces: dict[tuple[str, int], list[Any]] = {}
+            for op in ops:
+                tag = op[0]
+                if tag == "cols" or tag == "rows":
+                    _collect_pieces(op, pieces)
+                else:
+                    self._apply_other(conn, op)
+            if pieces:
+                self._write_pieces(conn, pieces)
+            if position is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO applied(run_id, segment, offset) VALUES(?,?,?)",
+                    (self.run_id, position[0], position[1]),
+                )
+
+    # -- metadata operations -------------------------------------------------------------
+
+    def _apply_other(self, conn: sqlite3.Connection, op: Any) -> None:
+        kind = op[0]
+        rid = self.run_id
+        if kind == "set":
+            _, path, vkind, value, _ts = op
+            conn.execute(
+                "INSERT OR REPLACE INTO fields(run_id, path, kind, value) VALUES(?,?,?,?)",
+                (rid, path, vkind, value),
+            )
+        elif kind == "file":
+            conn.execute(
+                "INSERT OR REPLACE INTO fields(run_id, path, kind, value) VALUES(?,?,?,?)",
+                (rid, op[1], "file", json.dumps(op[2], sort_keys=True)),
+            )
+        elif kind == "tags+":
+            conn.executemany(
+                "INSERT OR IGNORE INTO tags(run_id, tag) VALUES(?,?)", [(rid, t) for t in op[1]]
+            )
+        elif kind == "tags-":
+            conn.executemany("DELETE FROM tags WHERE run_id=? AND tag=?", [(rid, t) for t in op[1]])
+        elif kind == "create":
+            self._create(conn, op[1])
+        elif kind == "status":
+            _, status, ts, error = op
+            conn.execute(
+                "UPDATE runs SET status=?, ended_at=?, updated_at=?, "
+                "error=COALESCE(?, error) WHERE run_id=?",
+                (status, ts if status != "running" else None, ts, error, rid),
+            )
+        else:
+            log.warning("tracker: unknown journal operation %r ignored", kind)
+
+    def _create(self, conn: sqlite3.Connection, meta: dict[str, Any]) -> None:
+        now = meta.get("ts", time.time())
+        conn.execute(
+            "INSERT INTO runs(run_id, project, name, status, created_at, updated_at, "
+            "heartbeat, host, pid, parent_id, fork_step) VALUES(?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(run_id) DO UPDATE SET status='running', ended_at=NULL, "
+            "updated_at=excluded.updated_at, heartbeat=excluded.heartbeat, "
+            "host=excluded.host, pid=excluded.pid",
+            (
+                self.run_id,
+                meta["project"],
+                meta.get("name"),
+                "running",
+                now,
+                now,
+                now,
+                meta.get("host"),
+                meta.get("pid"),
+                meta.get("parent_id"),
+                meta.get("fork_step"),
+            ),
+        )
+        if meta.get("parent_id") and self._fork is None:
+            self._fork = (meta["parent_id"], meta["fork_step"])
+
+    # -- series ----------------------------------------------------------------------------
+
+    def _series_for(self, conn: sqlite3.Connection, path: str, rank: int, kind: str) -> _Series:
+        s = self.series.get((path, rank))
+        if s is not None:
+            return s
+        conn.execute(
+            "INSERT INTO series(run_id, path, rank, kind, last_step, count) VALUES(?,?,?,?,?,0) "
+            "ON CONFLICT(run_id, path, rank) DO NOTHING",
+            (self.run_id, path, rank, kind, self._inherited_last_step(conn, path, rank)),
+        )
+        sid, skind, last, count = conn.execute(
+            "SELECT series_id, kind, last_step, count FROM series "
+            "WHERE run_id=? AND path=? AND rank=?",
+            (self.run_id, path, rank),
+        ).fetchone()
+        s = self.series[(path, rank)] = _Series(sid, skind, last, count)
+        return s
+
+    def _inherited_last_step(self, conn: sqlite3.Connection, path: str, rank: int) -> int:
+        if self._fork is None:
+            return _NO_STEP
+        parent, fork_step = self._fork
+        row = conn.execute(
+            "SELECT 1 FROM series WHERE run_id=? AND path=? AND rank=?", (parent, path, rank)
+        ).fetchone()
+        # The child holds the parent's points up to fork_step; it may only continue after.
+        return int(fork_step) if row is not None else _NO_STEP
+
+    def _write_pieces(
+        self, conn: sqlite3.Connection, pieces: dict[tuple[str, int], list[Any]]
+    ) -> None:
+        chunk_rows = []
+        series_rows = []
+        for (path, rank), plist in pieces.items():
+            row = self._series_points(conn, rank, path, plist)
+            if row is not None:
+                chunk_rows.append(row[0])
+                series_rows.append(row[1])
+        if chunk_rows:
+            conn.executemany(
+                "INSERT INTO chunks(series_id, first_step, last_step, n, steps, vals, ts) "
+                "VALUES(?,?,?,?,?,?,?)",
+                chunk_rows,
+            )
+            conn.executemany(
+                "UPDATE series SET last_step=MAX(last_step, ?), count=count+?, last_value=? "
+                "WHERE series_id=?",
+                series_rows,
+            )
+
+    def _series_points(
+        self, conn: sqlite3.Connection, rank: int, path: str, plist: list[Any]
+    ) -> tuple[tuple, tuple] | None:
+        if len(plist) == 1:
+            steps, col, ts, _ = plist[0]
+        else:
+            # Pieces from several key sets: restore the order of the calls.
+            order = np.concatenate(
+                [p[3] if p[3] is not None else np.arange(len(p[0])) for p in plist]
+            )
+            perm = np.argsort(order, kind="stable")
+            steps = np.concatenate([p[0] for p in plist])[perm]
+            ts = np.concatenate([p[2] for p in plist])[perm]
+            cols = [p[1] for p in plist]
+            if all(isinstance(c, np.ndarray) for c in cols):
+                col = np.concatenate(cols)[perm]
+            else:
+                flat = [v for c in cols for v in (c.tolist() if isinstance(c, np.ndarray) else c)]
+                col = [flat[k] for k in perm.tolist()]
+        if isinstance(col, np.ndarray):
+            kind = FLOAT_SERIES
+        else:
+            col, kind = _column_of_objects(path, col)
+            if col is None:
+                return None
+        s = self._series_for(conn, path, rank, kind)
+        if s.kind != kind:
+            if not s.warned:
+                s.warned = True
+                warnings.warn(
+                    f"tracker: series {path!r} holds {s.kind} values; {kind} points refused",
+                    RuntimeWarning,
+                    stacklevel=1,
+                )
+            return None
+        last = s.last_step
+        if steps[0] > last and (len(steps) == 1 or bool((steps[1:] > steps[:-1]).all())):
+            keep = None
+        else:
+            prev_max = np.maximum.accumulate(steps)
+            prev_max = np.concatenate(([last], np.maximum(prev_max[:-1], last)))
+            keep = steps > prev_max
+            if not s.warned and bool((steps < prev_max).any()):
+                s.warned = True
+                bad = int(steps[steps < prev_max][0])
+                warnings.warn(
+                    f"tracker: step {bad} of series {path!r} (rank {rank}) is lower than "
+                    f"its last step; such points are refused (warned once per series)",
+                    RuntimeWarning,
+                    stacklevel=1,
+                )
+            if not keep.any():
+                return None
+            steps = steps[keep]
+            ts = ts[keep]
+            col = (
+                col[keep]
+                if kind == FLOAT_SERIES
+                else [v for v, k in zip(col, keep, strict=True) if k]
+            )
+        n = len(steps)
+        if kind == FLOAT_SERIES:
+            vals = col.tobytes()
+            last_value = float(col[-1])
+        else:
+            vals = json.dumps(col, ensure_ascii=False).encode()
+            last_value = col[-1]
+        first_step, last_step = int(steps[0]), int(steps[-1])
+        s.last_step = last_step
+        s.count += n
+        return (
+            (s.id, first_step, last_step, n, steps.tobytes(), vals, ts.tobytes()),
+            (last_step, n, last_value, s.id),
+        )
+
+
+def _column_of_objects(path: str, col: list[Any]) -> tuple[Any, str]:
+    if all(type(v) is str for v in col):
+        return col, STR_SERIES
+    try:
+        return np.array(col, dtype=np.float64), FLOAT_SERIES
+    except (TypeError, ValueError):
+        warnings.warn(
+            f"tracker: series {path!r} received both str and float points in one batch; "
+            "they were refused",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+        return None, FLOAT_SERIES
+
+
+def recorded_offsets(store: Store, run_id: str) -> dict[str, int]:
+    rows = (
+        store.connection()
+        .execute("SELECT segment, offset FROM applied WHERE run_id=?", (run_id,))
+        .fetchall()
+    )
+    return dict(rows)
+
+
+def _collect_pieces(op: Any, pieces: dict[tuple[str, int], list[Any]]) -> None:
+    if op[0] == "cols":
+        _, rank, keys, steps_b, ts_b, vals_b, order_b = op
+        steps = np.frombuffer(steps_b, dtype=np.int64)
+        ts = np.frombuffer(ts_b, dtype=np.float64)
+        matrix = np.frombuffer(vals_b, dtype=np.float64).reshape(len(steps), len(keys))
+        order = None if order_b is None else np.frombuffer(order_b, dtype=np.int64)
+        for j, path in enumerate(keys):
+            pieces.setdefault((path, rank), []).append((steps, matrix[:, j], ts, order))
+    else:
+        _, rank, keys, steps_l, ts_l, rows, order_l = op
+        steps = np.array(steps_l, dtype=np.int64)
+        ts = np.array(ts_l, dtype=np.float64)
+        order = None if order_l is None else np.array(order_l, dtype=np.int64)
+        for j, path in enumerate(keys):
+            pieces.setdefault((path, rank), []).append((steps, [r[j] for r in rows], ts, order))

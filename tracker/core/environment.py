@@ -1,0 +1,250 @@
+"""Capture where and how a run was started, as a flat dict of primitive values.
+
+Everything here is cheap (a few milliseconds): two ``git`` processes run in parallel,
+package versions come from installed metadata without importing the packages, and
+secret-looking environment variables are masked before they leave this module.
+
+Example::
+
+    >>> env = capture_environment()
+    >>> env["python/version"]  # doctest: +SKIP
+    '3.11.7'
+    >>> sorted(k for k in env if k.startswith("git/"))  # doctest: +SKIP
+    ['git/branch', 'git/commit', 'git/dirty', 'git/remote']
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
+
+from .secrets import mask_argv, mask_secrets, strip_url_credentials
+
+__all__ = ["DEFAULT_PACKAGES", "capture_environment"]
+
+logger = logging.getLogger(__name__)
+
+Primitive = str | int | float | bool
+
+# Key under "packages/" -> distribution names to try, first installed one wins. The
+# TensorFlow wheels are published under several distribution names.
+DEFAULT_PACKAGES: dict[str, tuple[str, ...]] = {
+    "numpy": ("numpy",),
+    "torch": ("torch",),
+    "lightning": ("lightning",),
+    "pytorch_lightning": ("pytorch-lightning",),
+    "transformers": ("transformers",),
+    "accelerate": ("accelerate",),
+    "deepspeed": ("deepspeed",),
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-nightly"),
+    "keras": ("keras",),
+    "xgboost": ("xgboost",),
+    "optuna": ("optuna",),
+    "scikit-learn": ("scikit-learn",),
+    "horovod": ("horovod",),
+    "tracker": ("tracker",),
+}
+
+# Variables that explain how a distributed job was laid out and why it behaved as it did.
+_ENV_NAMES = frozenset(
+    {
+        "RANK",
+        "LOCAL_RANK",
+        "WORLD_SIZE",
+        "LOCAL_WORLD_SIZE",
+        "GROUP_RANK",
+        "ROLE_RANK",
+        "ROLE_WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "NODE_RANK",
+        "TF_CONFIG",
+        "MPI_LOCALRANKID",
+        "MPI_LOCALNRANKS",
+        "NVIDIA_VISIBLE_DEVICES",
+        "HIP_VISIBLE_DEVICES",
+        "ROCR_VISIBLE_DEVICES",
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "PYTORCH_CUDA_ALLOC_CONF",
+        "TORCH_DISTRIBUTED_DEBUG",
+        "PBS_JOBID",
+        "LSB_JOBID",
+    }
+)
+_ENV_PREFIXES = (
+    "CUDA_",
+    "NCCL_",
+    "TORCH_NCCL_",
+    "TORCHELASTIC_",
+    "SLURM_",
+    "OMPI_COMM_WORLD_",
+    "PMI_",
+    "HOROVOD_",
+    "TRACKER_",
+)
+
+_GIT_TIMEOUT_S = 2.0
+
+
+def capture_environment(
+    extra_packages: Iterable[str] = (),
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Primitive]:
+    """Return a flat ``{"path": primitive}`` description of this process.
+
+    Keys: ``git/commit``, ``git/branch``, ``git/dirty``, ``git/remote`` (only inside a
+    git work tree), ``argv``, ``python/*``, ``host/*``, ``process/*``,
+    ``packages/<name>`` (installed ones only) and ``env/<NAME>`` for a curated set of
+    launcher and GPU variables, secret-looking ones masked. Never raises.
+
+    ``cwd`` is where git is asked (default: the working directory); ``environ``
+    defaults to ``os.environ``.
+
+    >>> "python/version" in capture_environment()
+    True
+    """
+    out: dict[str, Primitive] = {}
+    for part in (
+        lambda: _git_info(cwd),
+        _process_info,
+        lambda: _package_versions(extra_packages),
+        lambda: _env_vars(os.environ if environ is None else environ),
+    ):
+        try:
+            out.update(part())
+        except Exception:
+            # The environment is context for a run, never a reason to fail starting one.
+            logger.debug("environment capture step failed", exc_info=True)
+    return out
+
+
+# The standard-library modules used below are imported where they are used: together
+# they cost tens of milliseconds, and `import tracker` has a budget of 100 ms.
+
+
+def _process_info() -> dict[str, Primitive]:
+    import platform
+    import shlex
+    import socket
+
+    readers: dict[str, Callable[[], Primitive]] = {
+        "argv": lambda: shlex.join(mask_argv(getattr(sys, "argv", None) or [])),
+        "python/version": platform.python_version,
+        "python/implementation": platform.python_implementation,
+        "python/executable": lambda: sys.executable or "",
+        "host/name": socket.gethostname,
+        "host/platform": platform.platform,
+        "host/cpu_count": lambda: os.cpu_count() or 0,
+        "process/pid": os.getpid,
+        "process/cwd": os.getcwd,
+    }
+    info: dict[str, Primitive] = {}
+    for key, read in readers.items():
+        try:
+            info[key] = read()
+        except Exception:
+            # e.g. the working directory was deleted under us
+            logger.debug("could not read %s", key, exc_info=True)
+    return info
+
+
+def _package_versions(extra: Iterable[str]) -> dict[str, Primitive]:
+    from importlib import metadata
+
+    wanted = dict(DEFAULT_PACKAGES)
+    for name in extra:
+        wanted.setdefault(name, (name,))
+    versions: dict[str, Primitive] = {}
+    for key, distributions in wanted.items():
+        for dist in distributions:
+            try:
+                versions[f"packages/{key}"] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+            except Exception:
+                # Broken metadata of one package must not hide the others.
+                logger.debug("could not read the version of %s", dist, exc_info=True)
+                break
+    return versions
+
+
+def _env_vars(environ: Mapping[str, str]) -> dict[str, Primitive]:
+    picked = {
+        f"env/{name}": strip_url_credentials(value)
+        for name, value in environ.items()
+        if name in _ENV_NAMES or name.startswith(_ENV_PREFIXES)
+    }
+    return dict(sorted(mask_secrets(picked).items()))
+
+
+def _git_info(cwd: str | os.PathLike[str] | None) -> dict[str, Primitive]:
+    import subprocess
+
+    env = dict(os.environ)
+    # Never block on a credential prompt, and never take index.lock: the user may be
+    # running git in the same repository at this moment.
+    env.update(GIT_TERMINAL_PROMPT="0", GIT_OPTIONAL_LOCKS="0", LC_ALL="C")
+    commands = {
+        "status": ["git", "status", "--porcelain=v2", "--branch", "--untracked-files=no"],
+        "remote": ["git", "config", "--get", "remote.origin.url"],
+    }
+    procs: dict[str, subprocess.Popen[str]] = {}
+    try:
+        for name, argv in commands.items():
+            procs[name] = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+    except OSError:
+        logger.debug("git is not available", exc_info=True)
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
+        return {}
+    outputs: dict[str, str | None] = {}
+    for name, proc in procs.items():
+        try:
+            stdout, _ = proc.communicate(timeout=_GIT_TIMEOUT_S)
+            outputs[name] = stdout if proc.returncode == 0 else None
+        except subprocess.TimeoutExpired:
+            logger.debug("git %s took longer than %.0f s", name, _GIT_TIMEOUT_S)
+            proc.kill()
+            proc.communicate()
+            outputs[name] = None
+    status = outputs["status"]
+    if status is None:
+        return {}  # not a work tree, or git refused (e.g. an unsafe directory)
+    info = _parse_status(status)
+    remote = (outputs["remote"] or "").strip()
+    if remote:
+        info["git/remote"] = strip_url_credentials(remote)
+    return info
+
+
+def _parse_status(status: str) -> dict[str, Primitive]:
+    info: dict[str, Primitive] = {}
+    dirty = False
+    for line in status.splitlines():
+        if line.startswith("# branch.oid "):
+            oid = line.split(" ", 2)[2]
+            if oid != "(initial)":
+                info["git/commit"] = oid
+        elif line.startswith("# branch.head "):
+            head = line.split(" ", 2)[2]
+            if head != "(detached)":
+                info["git/branch"] = head
+        elif line and not line.startswith("#"):
+            dirty = True
+    info["git/dirty"] = dirty
+    return info

@@ -1,0 +1,93 @@
+"""Closing runs when the process ends: normal exit, uncaught exception, SIGTERM.
+
+One registry for the whole process, so each hook is installed once however many runs
+are open, and a run closed by hand simply leaves the registry.
+"""
+
+from __future__ import annotations
+
+import atexit
+import signal
+import sys
+import threading
+import traceback
+import weakref
+from types import TracebackType
+from typing import Any, Protocol
+
+
+class _Closable(Protocol):
+    def close(self, status: str = ..., *, error: str | None = ...) -> None: ...
+
+
+_open: weakref.WeakSet[Any] = weakref.WeakSet()
+_lock = threading.Lock()
+_installed = False
+_previous_excepthook = sys.excepthook
+_previous_sigterm: Any = None
+
+
+def register(run: _Closable) -> None:
+    global _installed
+    with _lock:
+        _open.add(run)
+        if _installed:
+            return
+        _installed = True
+    atexit.register(_close_all, "finished", None)
+    _install_excepthook()
+    _install_sigterm()
+
+
+def unregister(run: _Closable) -> None:
+    with _lock:
+        _open.discard(run)
+
+
+def _close_all(status: str, error: str | None) -> None:
+    with _lock:
+        runs = list(_open)
+    for run in runs:
+        try:
+            run.close(status, error=error)
+        except Exception as exc:  # noqa: BLE001 - keep closing the others
+            print(f"tracker: closing run failed: {exc}", file=sys.stderr)
+
+
+def _install_excepthook() -> None:
+    global _previous_excepthook
+    _previous_excepthook = sys.excepthook
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        status = "terminated" if issubclass(exc_type, KeyboardInterrupt) else "failed"
+        _close_all(status, "".join(traceback.format_exception(exc_type, exc, tb)))
+        _previous_excepthook(exc_type, exc, tb)
+
+    sys.excepthook = hook
+
+
+def _install_sigterm() -> None:
+    global _previous_sigterm
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except (ValueError, OSError):
+        return
+    if previous is signal.SIG_IGN:
+        return  # someone chose to ignore SIGTERM; respect that
+    _previous_sigterm = previous
+
+    def handler(signum: int, frame: Any) -> None:
+        _close_all("terminated", "received SIGTERM")
+        if callable(_previous_sigterm):
+            _previous_sigterm(signum, frame)
+        else:
+            # Die the way SIGTERM kills a process, so the exit status tells the launcher.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):
+        pass

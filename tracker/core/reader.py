@@ -1,0 +1,429 @@
+"""Reading runs back: ``read_run`` and ``list_runs``."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .downsample import Buckets, bucketize
+from .errors import RunNotFoundError
+from .paths import check_path
+from .replay import recover_run, recover_stale_runs
+from .store import Store
+
+AGGREGATES = ("mean", "min", "max", "count")
+# A running run whose writer lock cannot be checked (another host) counts as crashed
+# once its heartbeat is this old.
+STALE_HEARTBEAT_S = 120.0
+
+
+@dataclass(frozen=True)
+class SeriesValues:
+    """A series read back: numpy arrays ``step``, ``value`` and ``timestamp`` (seconds)."""
+
+    step: np.ndarray
+    value: np.ndarray
+    timestamp: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+    def to_pandas(self):  # noqa: ANN201 - pandas is optional
+        """A DataFrame with columns step, value and timestamp (UTC datetimes)."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                "step": self.step,
+                "value": self.value,
+                "timestamp": pd.to_datetime(self.timestamp, unit="s", utc=True),
+            }
+        )
+
+
+def _decode_field(kind: str, value: Any) -> Any:
+    if kind == "bool":
+        return bool(value)
+    if kind == "datetime":
+        return _dt.datetime.fromtimestamp(value, tz=_dt.timezone.utc)
+    if kind == "file":
+        return json.loads(value)
+    if kind == "float":
+        return float(value)
+    return value
+
+
+class FieldReader:
+    """One path of a run being read: ``r["config/lr"]``."""
+
+    def __init__(self, run: RunReader, path: str) -> None:
+        self._run = run
+        self.path = path
+
+    def fetch(self) -> Any:
+        """The single value at this path (for a series: its last value)."""
+        conn = self._run._store.connection()
+        for rid, _limit in self._run._lineage:
+            row = conn.execute(
+                "SELECT kind, value FROM fields WHERE run_id=? AND path=?", (rid, self.path)
+            ).fetchone()
+            if row is not None:
+                return _decode_field(*row)
+            if rid == self._run.id:
+                break  # single values are not inherited from a fork's parent
+        values = self._run._series(self.path, 0)
+        if values is not None and len(values):
+            return values.value[-1].item() if values.value.dtype != object else values.value[-1]
+        raise KeyError(f"run {self._run.id} has no field {self.path!r}")
+
+    def fetch_values(
+        self,
+        rank: int | None = None,
+        aggregate: str | None = None,
+        buckets: int | None = None,
+    ) -> SeriesValues | Buckets:
+        """The series at this path as numpy arrays.
+
+        ``rank=None`` is the writer's own series (rank 0); ``rank=k`` what rank k logged;
+        ``aggregate`` ("mean", "min", "max", "count") combines all ranks per step;
+        ``buckets=N`` downsamples into at most N buckets keeping first/last/min/max/count.
+        """
+        if rank is not None and aggregate is not None:
+            raise ValueError("fetch_values: pass rank= or aggregate=, not both")
+        if aggregate is not None:
+            series = self._run._aggregate(self.path, aggregate)
+        else:
+            series = self._run._series(self.path, 0 if rank is None else int(rank))
+        if series is None:
+            who = "" if rank is None else f" from rank {rank}"
+            raise KeyError(f"run {self._run.id} has no series {self.path!r}{who}")
+        if buckets is not None:
+            if series.value.dtype == object:
+                raise TypeError(f"series {self.path!r} holds str values; it cannot be bucketed")
+            return bucketize(series.step, series.value, buckets)
+        return series
+
+
+class RunReader:
+    """Read access to one run. Get it with ``tracker.read_run(run_id)``."""
+
+    def __init__(self, store: Store, run_id: str, row: Mapping[str, Any]) -> None:
+        self._store = store
+        self.id = run_id
+        self._row = dict(row)
+        # (run id, last step it contributes) from this run up through its fork parents.
+        self._lineage: list[tuple[str, int | None]] = [(run_id, None)]
+        parent, fork_step = row["parent_id"], row["fork_step"]
+        limit = None
+        while parent:
+            limit = fork_step if limit is None else min(limit, fork_step)
+            self._lineage.append((parent, limit))
+            prow = (
+                store.connection()
+                .execute("SELECT parent_id, fork_step FROM runs WHERE run_id=?", (parent,))
+                .fetchone()
+            )
+            if prow is None:
+                break
+            parent, fork_step = prow
+
+    # -- metadata -------------------------------------------------------------------------
+
+    @property
+    def project(self) -> str:
+        return self._row["project"]
+
+    @property
+    def name(self) -> str | None:
+        return self._row["name"]
+
+    @property
+    def status(self) -> str:
+        """running, finished, failed, terminated or crashed."""
+        row = (
+            self._store.connection()
+            .execute("SELECT status, heartbeat FROM runs WHERE run_id=?", (self.id,))
+            .fetchone()
+        )
+        status, heartbeat = row
+        if status == "running":
+            if recover_run(self._store, self.id):
+                return "crashed"
+            if heartbeat is not None and time.time() - heartbeat > STALE_HEARTBEAT_S:
+                # Holding a lock but silent this long: a writer on a hung or lost host.
+                return "crashed"
+        return status
+
+    @property
+    def parent(self) -> tuple[str, int] | None:
+        if self._row["parent_id"]:
+            return self._row["parent_id"], self._row["fork_step"]
+        return None
+
+    @property
+    def tags(self) -> list[str]:
+        rows = self._store.connection().execute(
+            "SELECT tag FROM tags WHERE run_id=? ORDER BY tag", (self.id,)
+        )
+        return [t for (t,) in rows]
+
+    @property
+    def created_at(self) -> float:
+        return self._row["created_at"]
+
+    def __getitem__(self, path: str) -> FieldReader:
+        return FieldReader(self, check_path(path))
+
+    def paths(self) -> list[str]:
+        """Every path in the run: single values, file references and series."""
+        conn = self._store.connection()
+        found = {p for (p,) in conn.execute("SELECT path FROM fields WHERE run_id=?", (self.id,))}
+        for rid, _ in self._lineage:
+            found.update(
+                p
+                for (p,) in conn.execute("SELECT DISTINCT path FROM series WHERE run_id=?", (rid,))
+            )
+        return sorted(found)
+
+    def ranks(self) -> list[int]:
+        """The ranks that logged series in this run."""
+        rows = self._store.connection().execute(
+            "SELECT DISTINCT rank FROM series WHERE run_id=? ORDER BY rank", (self.id,)
+        )
+        return [r for (r,) in rows]
+
+    def fields(self) -> dict[str, Any]:
+        """Every single value (and file reference) of the run, by path."""
+        rows = self._store.connection().execute(
+            "SELECT path, kind, value FROM fields WHERE run_id=? ORDER BY path", (self.id,)
+        )
+        return {p: _decode_field(k, v) for p, k, v in rows}
+
+    def series_summary(self) -> list[dict[str, Any]]:
+        """One row per series (path, rank, kind, count, last step, last value)."""
+        rows = self._store.connection().execute(
+            "SELECT path, rank, kind, count, last_step, last_value FROM series "
+            "WHERE run_id=? ORDER BY path, rank",
+            (self.id,),
+        )
+        keys = ("path", "rank", "kind", "count", "last_step", "last_value")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    # -- series ---------------------------------------------------------------------------
+
+    def _series(self, path: str, rank: int) -> SeriesValues | None:
+        conn = self._store.connection()
+        parts = []
+        kind = None
+        for rid, limit in reversed(self._lineage):  # oldest ancestor first
+            row = conn.execute(
+                "SELECT series_id, kind FROM series WHERE run_id=? AND path=? AND rank=?",
+                (rid, path, rank),
+            ).fetchone()
+            if row is None:
+                continue
+            sid, kind = row
+            if limit is None:
+                chunks = conn.execute(
+                    "SELECT steps, vals, ts FROM chunks WHERE series_id=? ORDER BY first_step, rowid",
+                    (sid,),
+                ).fetchall()
+            else:
+                chunks = conn.execute(
+                    "SELECT steps, vals, ts FROM chunks WHERE series_id=? AND first_step<=? "
+                    "ORDER BY first_step, rowid",
+                    (sid, limit),
+                ).fetchall()
+            parts.append((chunks, limit))
+        if kind is None:
+            return None
+        steps_l, vals_l, ts_l = [], [], []
+        for chunks, limit in parts:
+            for steps_b, vals_b, ts_b in chunks:
+                steps = np.frombuffer(steps_b, dtype=np.int64)
+                ts = np.frombuffer(ts_b, dtype=np.float64)
+                if kind == "str":
+                    vals = np.array(json.loads(vals_b), dtype=object)
+                else:
+                    vals = np.frombuffer(vals_b, dtype=np.float64)
+                if limit is not None and steps[-1] > limit:
+                    keep = steps <= limit
+                    steps, vals, ts = steps[keep], vals[keep], ts[keep]
+                steps_l.append(steps)
+                vals_l.append(vals)
+                ts_l.append(ts)
+        if not steps_l:
+            dtype = object if kind == "str" else np.float64
+            return SeriesValues(np.empty(0, np.int64), np.empty(0, dtype), np.empty(0, np.float64))
+        steps = np.concatenate(steps_l)
+        vals = np.concatenate(vals_l)
+        ts = np.concatenate(ts_l)
+        if len(steps) > 1 and not bool((steps[1:] > steps[:-1]).all()):
+            # Chunks from two writers of one run may interleave: sort, keep first of a step.
+            order = np.argsort(steps, kind="stable")
+            steps, vals, ts = steps[order], vals[order], ts[order]
+            first = np.concatenate(([True], steps[1:] != steps[:-1]))
+            steps, vals, ts = steps[first], vals[first], ts[first]
+        return SeriesValues(steps, vals, ts)
+
+    def _aggregate(self, path: str, how: str) -> SeriesValues | None:
+        if how not in AGGREGATES:
+            raise ValueError(f"aggregate={how!r}: use one of {', '.join(AGGREGATES)}")
+        all_steps, all_vals, all_ts = [], [], []
+        for rank in self.ranks():
+            s = self._series(path, rank)
+            if s is None or len(s) == 0:
+                continue
+            if s.value.dtype == object:
+                raise TypeError(f"series {path!r} holds str values; it cannot be aggregated")
+            all_steps.append(s.step)
+            all_vals.append(s.value)
+            all_ts.append(s.timestamp)
+        if not all_steps:
+            return None
+        steps = np.concatenate(all_steps)
+        vals = np.concatenate(all_vals)
+        ts = np.concatenate(all_ts)
+        order = np.argsort(steps, kind="stable")
+        steps, vals, ts = steps[order], vals[order], ts[order]
+        starts = np.flatnonzero(np.concatenate(([True], steps[1:] != steps[:-1])))
+        ends = np.concatenate((starts[1:], [len(steps)]))
+        counts = (ends - starts).astype(np.float64)
+        if how == "mean":
+            out = np.add.reduceat(vals, starts) / counts
+        elif how == "min":
+            out = np.fmin.reduceat(vals, starts)
+        elif how == "max":
+            out = np.fmax.reduceat(vals, starts)
+        else:
+            out = counts
+        return SeriesValues(steps[starts], out, np.maximum.reduceat(ts, starts))
+
+    def __repr__(self) -> str:
+        return f"<tracker run {self.id} project={self.project!r}>"
+
+
+_RUN_COLUMNS = (
+    "run_id",
+    "project",
+    "name",
+    "status",
+    "created_at",
+    "ended_at",
+    "heartbeat",
+    "parent_id",
+    "fork_step",
+    "host",
+    "error",
+)
+
+
+def read_run(
+    run_id: str, project: str | None = None, store: str | os.PathLike[str] | None = None
+) -> RunReader:
+    """Open a run for reading.
+
+    >>> r = tracker.read_run("k3v9q2m1xa")
+    >>> r["config/lr"].fetch(), len(r["train/loss"].fetch_values())
+    """
+    st = Store(store, create=False)
+    row = _run_row(st, run_id)
+    if row is None and st.segments(run_id):
+        recover_run(st, run_id)  # journaled but never applied: offline or crashed early
+        row = _run_row(st, run_id)
+    if row is None or (project is not None and row["project"] != project):
+        where = f" in project {project!r}" if project else ""
+        raise RunNotFoundError(f"no run {run_id!r}{where} in {st.root}")
+    return RunReader(st, run_id, row)
+
+
+def _run_row(st: Store, run_id: str) -> dict[str, Any] | None:
+    row = (
+        st.connection()
+        .execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE run_id=?", (run_id,))
+        .fetchone()
+    )
+    return dict(zip(_RUN_COLUMNS, row, strict=True)) if row else None
+
+
+def list_runs(
+    project: str | None = None,
+    tags: Iterable[str] | str | None = None,
+    status: Iterable[str] | str | None = None,
+    store: str | os.PathLike[str] | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Runs with their id, name, status, tags and config (as a nested dict), newest first.
+
+    Filters combine: ``tags`` keeps runs having every tag given; ``status`` one or several
+    statuses; ``config`` runs whose config values equal the ones given (paths below
+    ``config/``, nested dicts allowed).
+
+    >>> tracker.list_runs(project="gpt-small", tags=["baseline"], config={"lr": 3e-4})
+    """
+    st = Store(store, create=False)
+    recover_stale_runs(st, project)
+    conn = st.connection()
+    where, args = [], []
+    if project is not None:
+        where.append("project=?")
+        args.append(project)
+    if isinstance(tags, str):
+        tags = [tags]
+    for tag in tags or ():
+        where.append("run_id IN (SELECT run_id FROM tags WHERE tag=?)")
+        args.append(tag)
+    if isinstance(status, str):
+        status = [status]
+    if status:
+        status = list(status)
+        where.append(f"status IN ({','.join('?' * len(status))})")
+        args.extend(status)
+    if config:
+        from .paths import flatten
+
+        for path, value in flatten(config, "config").items():
+            where.append("run_id IN (SELECT run_id FROM fields WHERE path=? AND value=?)")
+            args.extend((path, value))
+    sql = "SELECT run_id, project, name, status, created_at, ended_at, parent_id FROM runs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY created_at DESC"
+    out = []
+    for rid, proj, name, st_status, created, ended, parent in conn.execute(sql, args).fetchall():
+        tag_list = [
+            t for (t,) in conn.execute("SELECT tag FROM tags WHERE run_id=? ORDER BY tag", (rid,))
+        ]
+        cfg: dict[str, Any] = {}
+        for path, kind, value in conn.execute(
+            "SELECT path, kind, value FROM fields WHERE run_id=? AND path LIKE 'config/%'", (rid,)
+        ):
+            node = cfg
+            parts = path.split("/")[1:]
+            for part in parts[:-1]:
+                nxt = node.get(part)
+                if not isinstance(nxt, dict):
+                    nxt = node[part] = {}
+                node = nxt
+            node[parts[-1]] = _decode_field(kind, value)
+        out.append(
+            {
+                "id": rid,
+                "project": proj,
+                "name": name,
+                "status": st_status,
+                "tags": tag_list,
+                "config": cfg,
+                "created_at": created,
+                "ended_at": ended,
+                "parent_id": parent,
+            }
+        )
+    return out

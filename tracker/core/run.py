@@ -1,0 +1,380 @@
+"""The run object: what a training script holds and calls.
+
+``Run.log`` is the hottest path in tracker. Its fast path checks that every key is a
+path already validated as a float series and every value a plain float or int (two
+set operations in C), copies the dict and appends one tuple to the writer's deque.
+Anything else takes ``_log_slow``, which validates and converts each item and raises
+at the call with the path and the problem, before anything is queued: a rejected call
+leaves no trace, and the rest of the run is untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import numbers
+import time
+import traceback
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from . import lifecycle
+from .files import describe
+from .paths import check_path, flatten
+from .values import FILE, Deferred, field_value, series_point
+
+_time = time.time
+_FAST_TYPES = frozenset((float, int))
+FINAL_STATUSES = ("finished", "failed", "terminated")
+
+# Kinds a path can have within one run; a path keeps the kind it first had.
+_FIELD, _FLOAT, _STR = "field", "float", "str"
+
+
+class _NullWriter:
+    """Writer of a disabled run: accepts everything, keeps nothing."""
+
+    class _Sink:
+        def append(self, op: Any) -> None:
+            pass
+
+    queue = _Sink()
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
+
+    def submit_sync(self, op: Any) -> None:
+        pass
+
+
+class Handle:
+    """A path inside a run: ``run["train/loss"]``. Assign with ``run[path] = value``."""
+
+    __slots__ = ("_run", "_path")
+
+    def __init__(self, run: Run, path: str) -> None:
+        self._run = run
+        self._path = path
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def append(
+        self,
+        value: Any,
+        step: int | None = None,
+        timestamp: float | _dt.datetime | None = None,
+    ) -> None:
+        """Append one point to this series (float or str).
+
+        Without ``step`` the series' own counter is used (one more than its last step).
+
+        >>> run["eval/accuracy"].append(0.91, step=100)
+        """
+        self._run._append(self._path, value, step, timestamp)
+
+    def extend(self, values: list[Any], steps: list[int] | None = None) -> None:
+        """Append several points, with matching ``steps`` or the series' own counter."""
+        if steps is not None and len(steps) != len(values):
+            raise ValueError(f"extend({self._path!r}): {len(values)} values but {len(steps)} steps")
+        for i, value in enumerate(values):
+            self._run._append(self._path, value, None if steps is None else steps[i], None)
+
+    def assign(self, value: Any) -> None:
+        """Same as ``run[path] = value``."""
+        self._run[self._path] = value
+
+    def track_files(self, path_or_uri: str) -> dict[str, Any]:
+        """Record a reference to a file, directory or remote URI: URI, size, content hash.
+
+        The files stay where they are; only the description is stored, and returned.
+
+        >>> run["model/checkpoint"].track_files("checkpoints/last.ckpt")
+        """
+        return self._run._track_files(self._path, path_or_uri)
+
+    def __repr__(self) -> str:
+        return f"<tracker field {self._path!r} of run {self._run.id}>"
+
+
+class Run:
+    """One experiment run. Create it with ``tracker.init_run``.
+
+    >>> run = tracker.init_run(project="mnist", config={"lr": 1e-3})
+    >>> run.log({"train/loss": 0.25})
+    >>> run["eval/accuracy"] = 0.97
+    >>> run.close()
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        project: str,
+        name: str | None,
+        writer: Any,
+        sync: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        is_writer: bool = True,
+        next_step: int = 0,
+        series_next: dict[str, int] | None = None,
+        kinds: dict[str, str] | None = None,
+        close_timeout: float | None = None,
+    ) -> None:
+        self.id = run_id
+        self.project = project
+        self.name = name
+        self.rank = rank
+        self.world_size = world_size
+        self.is_writer = is_writer
+        self._writer = writer
+        self._enqueue = writer.submit_sync if sync else writer.queue.append
+        self._step = next_step
+        self._series_next: dict[str, int] = dict(series_next or {})
+        self._kinds: dict[str, str] = dict(kinds or {})
+        self._float_paths: set[str] = {p for p, k in self._kinds.items() if k == _FLOAT}
+        self._close_timeout = close_timeout
+        self._closed = False
+        self._on_close: list[Any] = []
+        self.status = "running"
+        lifecycle.register(self)
+
+    # -- logging --------------------------------------------------------------------------
+
+    def log(self, data: Mapping[str, Any], step: int | None = None) -> None:
+        """Append one point to each series named in ``data``, all at ``step``.
+
+        Without ``step`` the run's own counter is used: one step per ``log`` call.
+
+        >>> run.log({"train/loss": loss, "train/lr": lr}, step=global_step)
+        """
+        if step is None:
+            step = self._step
+            self._step = step + 1
+        elif type(step) is int and step >= 0:
+            if step >= self._step:
+                self._step = step + 1
+        else:
+            step = self._check_step(step)
+        if (
+            type(data) is dict
+            and self._float_paths.issuperset(data)
+            and _FAST_TYPES.issuperset(map(type, data.values()))
+        ):
+            self._enqueue((step, _time(), data.copy()))
+        else:
+            self._log_slow(data, step, _time())
+
+    def _check_step(self, step: Any) -> int:
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+            raise TypeError(f"step must be an int, got {type(step).__name__}: {step!r}")
+        step = int(step)
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        if step >= self._step:
+            self._step = step + 1
+        return step
+
+    def _log_slow(self, data: Mapping[str, Any], step: int, ts: float) -> None:
+        if not isinstance(data, Mapping):
+            raise TypeError(f"log() takes a dict of path -> value, got {type(data).__name__}")
+        out: dict[str, Any] = {}
+        new: list[tuple[str, str]] = []
+        deferred = False
+        kinds = self._kinds
+        for path, value in data.items():
+            if path not in self._float_paths:
+                check_path(path)
+            point = series_point(path, value)
+            if type(point) is Deferred:
+                kind = _FLOAT
+                deferred = True
+            else:
+                kind = _STR if type(point) is str else _FLOAT
+            known = kinds.get(path)
+            if known is None:
+                new.append((path, kind))
+            elif known != kind:
+                raise _kind_error(path, known, kind)
+            out[path] = point
+        # Only now, with every item accepted, does anything change.
+        for path, kind in new:
+            kinds[path] = kind
+            if kind == _FLOAT:
+                self._float_paths.add(path)
+        if deferred:
+            self._enqueue(("logd", step, ts, out))
+        else:
+            self._enqueue((step, ts, out))
+
+    def _append(self, path: str, value: Any, step: int | None, timestamp: Any) -> None:
+        check_path(path)
+        point = series_point(path, value)
+        kind = _FLOAT if type(point) is Deferred or type(point) is float else _STR
+        known = self._kinds.get(path)
+        if known is not None and known != kind:
+            raise _kind_error(path, known, kind)
+        if step is None:
+            step = self._series_next.get(path, 0)
+        else:
+            if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+                raise TypeError(f"step must be an int, got {type(step).__name__}: {step!r}")
+            step = int(step)
+            if step < 0:
+                raise ValueError(f"step must be >= 0, got {step}")
+        if timestamp is None:
+            ts = _time()
+        elif isinstance(timestamp, _dt.datetime):
+            ts = timestamp.timestamp()
+        elif isinstance(timestamp, int | float) and not isinstance(timestamp, bool):
+            ts = float(timestamp)
+        else:
+            raise TypeError(
+                f"timestamp for {path!r} must be a float (seconds since the epoch) or a datetime"
+            )
+        if known is None:
+            self._kinds[path] = kind
+            if kind == _FLOAT:
+                self._float_paths.add(path)
+        self._series_next[path] = max(self._series_next.get(path, 0), step + 1)
+        if type(point) is Deferred:
+            self._enqueue(("logd", step, ts, {path: point}))
+        else:
+            self._enqueue((step, ts, {path: point}))
+
+    # -- single values --------------------------------------------------------------------
+
+    def __getitem__(self, path: str) -> Handle:
+        return Handle(self, check_path(path))
+
+    def __setitem__(self, path: str, value: Any) -> None:
+        check_path(path)
+        items = flatten(value, path) if isinstance(value, Mapping) else {path: value}
+        self._assign_many(items)
+
+    def _assign_many(self, items: Mapping[str, Any]) -> None:
+        ts = _time()
+        ops = []
+        for path, value in items.items():
+            check_path(path)
+            kind, stored = field_value(path, value)
+            known = self._kinds.get(path)
+            if known is not None and known != _FIELD:
+                raise _kind_error(path, known, _FIELD)
+            tag = "setd" if type(stored) is Deferred else "set"
+            ops.append((tag, path, kind, stored, ts))
+        for op in ops:
+            self._kinds[op[1]] = _FIELD
+            self._enqueue(op)
+
+    def _track_files(self, path: str, path_or_uri: str) -> dict[str, Any]:
+        known = self._kinds.get(path)
+        if known is not None and known not in (_FIELD, FILE):
+            raise _kind_error(path, known, "file reference")
+        info = describe(path_or_uri)
+        self._kinds[path] = FILE
+        self._enqueue(("file", path, info))
+        return info
+
+    # -- tags -----------------------------------------------------------------------------
+
+    def add_tags(self, *tags: str) -> None:
+        """Add tags to the run (``run.add_tags("baseline", "v2")``)."""
+        self._enqueue(("tags+", _check_tags(tags)))
+
+    def remove_tags(self, *tags: str) -> None:
+        """Remove tags from the run; tags it does not have are ignored."""
+        self._enqueue(("tags-", _check_tags(tags)))
+
+    # -- durability and end ---------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Return once everything logged so far is durable in the store.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds, and ``WriterError`` when the
+        writer could not make it durable (the cause is in the message).
+        """
+        self._writer.flush(timeout)
+
+    def close(self, status: str = "finished", *, error: str | None = None) -> None:
+        """Make everything durable and mark the run ``finished``, ``failed`` or
+        ``terminated``. Closing twice does nothing."""
+        if self._closed:
+            return
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"close(status={status!r}): use one of {', '.join(FINAL_STATUSES)}")
+        self._closed = True
+        lifecycle.unregister(self)
+        for callback in self._on_close:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - closing must go on
+                pass
+        self.status = status
+        if error is not None:
+            self._enqueue(("set", "sys/failure/traceback", "str", error, _time()))
+        self._enqueue(("status", status, _time(), error))
+        self._writer.close(self._close_timeout)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close("finished")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close("terminated", error="".join(traceback.format_exception(exc_type, exc, tb)))
+        else:
+            self.close("failed", error="".join(traceback.format_exception(exc_type, exc, tb)))
+
+    def __repr__(self) -> str:
+        return f"<tracker.Run {self.id} project={self.project!r} rank={self.rank} {self.status}>"
+
+    # -- for system metrics and the rank coordinator --------------------------------------
+
+    def _log_system(self, metrics: Mapping[str, float]) -> None:
+        """Log a system-metrics sample; each path keeps its own sample counter."""
+        if self._closed:
+            return
+        ts = _time()
+        step = self._series_next.get("sys/", 0)
+        self._series_next["sys/"] = step + 1
+        self._enqueue((step, ts, {k: float(v) for k, v in metrics.items()}))
+
+    def _ingest(self, op: Any) -> None:
+        """Queue an already-validated op (from another rank, via the coordinator)."""
+        self._enqueue(op)
+
+
+def _kind_error(path: str, known: str, new: str) -> TypeError:
+    what = {
+        _FIELD: "a single value",
+        _FLOAT: "a float series",
+        _STR: "a str series",
+        FILE: "a file reference",
+    }
+    return TypeError(
+        f"{path!r} already holds {what.get(known, known)}; it cannot also hold {what.get(new, new)}"
+    )
+
+
+def _check_tags(tags: tuple[Any, ...]) -> list[str]:
+    out = []
+    for tag in tags:
+        if isinstance(tag, list | tuple | set):
+            out.extend(_check_tags(tuple(tag)))
+            continue
+        if not isinstance(tag, str) or not tag or len(tag) > 256:
+            raise ValueError(f"tag {tag!r}: tags are non-empty str of at most 256 characters")
+        out.append(tag)
+    return out

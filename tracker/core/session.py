@@ -1,0 +1,203 @@
+"""Opening a run on the writing process: new, resumed or forked, in any of the four modes."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .errors import RunExistsError, RunNotFoundError
+from .paths import flatten
+from .replay import recover_run
+from .run import _FIELD, _FLOAT, _STR, Run, _NullWriter
+from .store import Store
+from .values import FILE, readable
+from .writer import Writer
+
+MODES = ("async", "sync", "offline", "disabled")
+RESUME = ("allow", "must", "never")
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def new_run_id() -> str:
+    """A short random id: 10 characters of lowercase base32 (50 bits)."""
+    alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+    return "".join(secrets.choice(alphabet) for _ in range(10))
+
+
+def check_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        raise ValueError(
+            f"run_id {run_id!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return run_id
+
+
+def open_run(
+    project: str | None = None,
+    *,
+    name: str | None = None,
+    run_id: str | None = None,
+    tags: Iterable[str] = (),
+    config: Mapping[str, Any] | None = None,
+    fork_from: tuple[str, int] | None = None,
+    resume: str = "allow",
+    store: str | os.PathLike[str] | None = None,
+    mode: str = "async",
+    flush_interval: float = 0.5,
+    close_timeout: float | None = None,
+    mask: Any = None,
+    extra_fields: Mapping[str, Any] | None = None,
+) -> Run:
+    """Open the writing ``Run`` of this process (the public face is ``tracker.init_run``)."""
+    project = project or os.environ.get("TRACKER_PROJECT") or "default"
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}: use one of {', '.join(MODES)}")
+    if resume not in RESUME:
+        raise ValueError(f"resume={resume!r}: use one of {', '.join(RESUME)}")
+    if run_id is not None:
+        check_run_id(run_id)
+    if fork_from is not None:
+        if (
+            not isinstance(fork_from, tuple | list)
+            or len(fork_from) != 2
+            or not isinstance(fork_from[1], int)
+            or isinstance(fork_from[1], bool)
+            or fork_from[1] < 0
+        ):
+            raise ValueError(f"fork_from={fork_from!r}: expected ('RUN-ID', step) with step >= 0")
+    if mode == "disabled":
+        run = Run(run_id=run_id or new_run_id(), project=project, name=name, writer=_NullWriter())
+        _record_start(run, tags, config, mask, extra_fields)
+        return run
+
+    st = Store(store)
+    existing = _find(st, run_id) if run_id is not None else None
+    if run_id is not None and existing is None and st.segments(run_id):
+        recover_run(st, run_id)  # an offline or crashed run the store has not seen yet
+        existing = _find(st, run_id)
+    if existing is not None and resume == "never":
+        raise RunExistsError(f"run {run_id!r} already exists in {st.root} and resume='never'")
+    if existing is None and resume == "must":
+        raise RunNotFoundError(f"run {run_id!r} does not exist in {st.root} and resume='must'")
+    if existing is not None and existing["project"] != project:
+        raise RunExistsError(
+            f"run {run_id!r} belongs to project {existing['project']!r}, not {project!r}"
+        )
+
+    parent = None
+    fork_step = None
+    if fork_from is not None and existing is None:
+        parent_id, fork_step = fork_from[0], int(fork_from[1])
+        parent = _find(st, check_run_id(parent_id))
+        if parent is None:
+            raise RunNotFoundError(f"fork_from: run {parent_id!r} does not exist in {st.root}")
+        if parent["status"] == "running":
+            recover_run(st, parent_id)
+
+    run_id = run_id or new_run_id()
+    if existing is not None and existing["status"] == "running":
+        recover_run(st, run_id)  # a crashed earlier session: apply its journal first
+    next_step, series_next, kinds = _state(
+        st, run_id, parent["run_id"] if parent else None, fork_step
+    )
+
+    writer = Writer(
+        st,
+        run_id,
+        apply_to_store=mode != "offline",
+        threaded=mode != "sync",
+        flush_interval=flush_interval,
+    )
+    run = Run(
+        run_id=run_id,
+        project=project,
+        name=name if name is not None else (existing or {}).get("name"),
+        writer=writer,
+        sync=mode == "sync",
+        next_step=next_step,
+        series_next=series_next,
+        kinds=kinds,
+        close_timeout=close_timeout,
+    )
+    meta = {
+        "project": project,
+        "name": name,
+        "ts": time.time(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "parent_id": parent["run_id"] if parent else None,
+        "fork_step": fork_step,
+    }
+    run._enqueue(("create", meta))
+    _record_start(run, tags, config, mask, extra_fields)
+    # The run is listed in the store when init_run returns, not a flush interval later.
+    run.flush()
+    return run
+
+
+def _record_start(
+    run: Run,
+    tags: Iterable[str],
+    config: Mapping[str, Any] | None,
+    mask: Any,
+    extra_fields: Mapping[str, Any] | None,
+) -> None:
+    tags = tuple(tags)
+    if tags:
+        run.add_tags(*tags)
+    if config:
+        if not isinstance(config, Mapping):
+            raise TypeError(f"config must be a dict, got {type(config).__name__}")
+        flat = {k: readable(v) for k, v in flatten(config, "config").items()}
+        if mask is not None:
+            flat = mask(flat)
+        run._assign_many(flat)
+    if extra_fields:
+        run._assign_many(extra_fields)
+
+
+def _find(st: Store, run_id: str) -> dict[str, Any] | None:
+    cur = st.connection().execute(
+        "SELECT run_id, project, name, status FROM runs WHERE run_id=?", (run_id,)
+    )
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return dict(zip(("run_id", "project", "name", "status"), row, strict=True))
+
+
+def _state(
+    st: Store, run_id: str, parent_id: str | None, fork_step: int | None
+) -> tuple[int, dict[str, int], dict[str, str]]:
+    """What a resumed or forked run's counters and path kinds start from."""
+    conn = st.connection()
+    kinds: dict[str, str] = {}
+    series_next: dict[str, int] = {}
+    next_step = 0
+    sources = [(run_id, None)]
+    if parent_id is not None:
+        sources.append((parent_id, fork_step))
+    for rid, limit in sources:
+        for path, kind, last in conn.execute(
+            "SELECT path, kind, last_step FROM series WHERE run_id=? AND rank=0", (rid,)
+        ):
+            if limit is not None:
+                last = min(last, limit)
+            kinds.setdefault(path, _FLOAT if kind == "float" else _STR)
+            series_next[path] = max(series_next.get(path, 0), last + 1)
+            if not path.startswith("sys/"):
+                next_step = max(next_step, last + 1)
+            else:
+                series_next["sys/"] = max(series_next.get("sys/", 0), last + 1)
+        if limit is None:
+            for path, kind in conn.execute("SELECT path, kind FROM fields WHERE run_id=?", (rid,)):
+                kinds.setdefault(path, FILE if kind == "file" else _FIELD)
+    if fork_step is not None:
+        next_step = max(next_step, fork_step + 1)
+    return next_step, series_next, kinds
