@@ -54,6 +54,8 @@ class RunApplier:
         self.store = store
         self.run_id = run_id
         self.series: dict[tuple[str, int], _Series] = {}
+        # Replays meet points the store already has; only live writes warn about steps.
+        self.quiet = False
         self._load()
 
     def _load(self) -> None:
@@ -242,7 +244,7 @@ class RunApplier:
             prev_max = np.maximum.accumulate(steps)
             prev_max = np.concatenate(([last], np.maximum(prev_max[:-1], last)))
             keep = steps > prev_max
-            if not s.warned and bool((steps < prev_max).any()):
+            if not s.warned and not self.quiet and bool((steps < prev_max).any()):
                 s.warned = True
                 bad = int(steps[steps < prev_max][0])
                 warnings.warn(

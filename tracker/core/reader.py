@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -56,7 +57,8 @@ def _decode_field(kind: str, value: Any) -> Any:
     if kind == "file":
         return json.loads(value)
     if kind == "float":
-        return float(value)
+        # SQLite stores a NaN REAL as NULL; the kind says it was a float.
+        return math.nan if value is None else float(value)
     return value
 
 

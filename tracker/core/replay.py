@@ -22,7 +22,16 @@ def replay_run(
     add nothing, which is what the tests of idempotent replay rely on.
     """
     applier = applier or RunApplier(store, run_id)
-    offsets = {} if from_start else recorded_offsets(store, run_id)
+    was_quiet, applier.quiet = applier.quiet, True
+    try:
+        return _replay(
+            store, run_id, applier, {} if from_start else recorded_offsets(store, run_id)
+        )
+    finally:
+        applier.quiet = was_quiet
+
+
+def _replay(store: Store, run_id: str, applier: RunApplier, offsets: dict[str, int]) -> int:
     total = 0
     for segment in store.segments(run_id):
         start = offsets.get(segment.name, 0)

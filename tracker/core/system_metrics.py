@@ -309,7 +309,9 @@ class SystemMetricsSampler:
     def stop(self, timeout: float | None = 5.0) -> None:
         """Stop sampling and release NVML; no reading is delivered after this returns.
 
-        Idempotent, and safe to call from inside ``sink``.
+        Idempotent, and safe to call from inside ``sink``. Waits at most ``timeout``
+        seconds for a reading in progress; a thread stuck longer (a hung driver call or
+        sink) is left behind as a daemon, still holding NVML.
         """
         with self._state_lock:
             self._stop_event.set()
@@ -318,12 +320,17 @@ class SystemMetricsSampler:
             thread.join(timeout)
             if thread.is_alive():
                 logger.warning(
-                    "system metrics thread did not stop within %s s; it is stuck in sink()",
+                    "the system metrics thread did not stop within %s s; leaving it behind",
                     timeout,
                 )
-        with self._sample_lock:
-            if self._gpu is not None:
-                self._gpu.close()
+                return
+        if self._gpu is not None:
+            # sample() may be running on another thread: wait for it, but never hang.
+            if self._sample_lock.acquire(timeout=-1 if timeout is None else timeout):
+                try:
+                    self._gpu.close()
+                finally:
+                    self._sample_lock.release()
 
     def sample(self) -> dict[str, float]:
         """Take one reading now. Never raises; a failing source is left out."""

@@ -39,8 +39,7 @@ def _tensor_scalar(path: str, value: Any) -> Any:
 
     Returns a Python scalar, a ``Deferred``, or raises TypeError.
     """
-    module = type(value).__module__ or ""
-    root = module.partition(".")[0]
+    root = _framework_of(type(value))
     if root == "numpy":
         size = getattr(value, "size", 1)
         if size != 1:
@@ -74,6 +73,18 @@ def _tensor_scalar(path: str, value: Any) -> Any:
         # the writer thread keeps any device wait off the training thread.
         return Deferred(value)
     raise TypeError(_bad_type(path, value))
+
+
+_FRAMEWORKS = frozenset(("numpy", "torch", "tensorflow", "tf_keras", "keras", "jax", "jaxlib"))
+
+
+def _framework_of(cls: type) -> str:
+    # Walk the MRO so that subclasses (nn.Parameter, user tensor subclasses) count too.
+    for klass in cls.__mro__:
+        root = (klass.__module__ or "").partition(".")[0]
+        if root in _FRAMEWORKS:
+            return root
+    return ""
 
 
 def _bad_type(path: str, value: Any) -> str:
@@ -149,7 +160,7 @@ def readable(value: Any) -> Any:
     """
     if value is None or isinstance(value, bool | int | float | str | _dt.datetime):
         return "None" if value is None else value
-    root = (type(value).__module__ or "").partition(".")[0]
+    root = _framework_of(type(value))
     if root in ("numpy", "torch") and getattr(value, "size", None) is not None:
         try:
             size = value.numel() if root == "torch" else value.size

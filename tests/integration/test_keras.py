@@ -1,0 +1,257 @@
+"""Keras 3 TrackerCallback: hook-level tests with made-up logs, then real fits.
+
+The TensorFlow backend runs in this process; the torch backend and the two-worker
+MultiWorkerMirroredStrategy run in child processes (Keras picks its backend at import).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras", reason="needs keras (pip install 'tracker[keras]')")
+if keras.backend.backend() != "tensorflow":
+    pytest.skip("these tests run Keras on TensorFlow (KERAS_BACKEND)", allow_module_level=True)
+pytest.importorskip("tensorflow", reason="needs tensorflow-cpu")
+
+import tracker  # noqa: E402
+from tracker.integrations.keras import TrackerCallback  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _model() -> keras.Model:
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05), loss="mse", metrics=["mae"])
+    return model
+
+
+def _data(n: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 4), dtype=np.float32)
+    return x, x.sum(axis=1, keepdims=True)
+
+
+def _only_run(store: str) -> Any:
+    runs = tracker.list_runs(store=store)
+    assert len(runs) == 1, runs
+    return tracker.read_run(runs[0]["id"], store=store)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+# -- hooks fed made-up logs ----------------------------------------------------------------
+
+
+def test_batches_out_of_order_are_all_kept_in_step_order(store: str) -> None:
+    run = tracker.init_run("k", store=store, system_metrics=False)
+    cb = TrackerCallback(run, log_every_n_batches=2)
+    cb.set_model(_model())
+    cb.set_params({"epochs": 2, "steps": 5, "verbose": 0})
+    cb.on_train_begin()
+    for epoch in range(2):
+        cb.on_epoch_begin(epoch)
+        # Async dispatch can deliver batch hooks out of order.
+        for batch in (1, 0, 4, 3, 2):
+            cb.on_train_batch_end(batch, {"loss": float(10 * epoch + batch)})
+        cb.on_epoch_end(epoch, {"loss": 1.0 - epoch, "val_loss": 2.0, "learning_rate": 0.05})
+    cb.on_train_end()
+    assert run.status == "running"  # a run passed in is the caller's to close
+    run.close()
+    r = tracker.read_run(run.id, store=store)
+    batch = r["batch/loss"].fetch_values()
+    # Global steps 0..9 over two epochs of 5; every 2nd is kept.
+    assert batch.step.tolist() == [0, 2, 4, 6, 8]
+    assert batch.value.tolist() == [0.0, 2.0, 4.0, 11.0, 13.0]
+    assert r["train/loss"].fetch_values().value.tolist() == [1.0, 0.0]
+    assert r["val/loss"].fetch_values().step.tolist() == [0, 1]
+    assert r["train/lr"].fetch_values().value.tolist() == [0.05, 0.05]
+    assert r["fit/epochs"].fetch() == 2 and r["fit/steps"].fetch() == 5
+    assert r["optimizer/name"].fetch() == "sgd"
+    assert r["model/num_params"].fetch() == 4 * 3 + 3 + 3 + 1
+
+
+def test_non_chief_worker_never_touches_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = {"worker": ["localhost:1", "localhost:2"]}
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}})
+    )
+    store = tmp_path / "store"
+    cb = TrackerCallback(project="k", store=str(store), log_every_n_batches=1)
+    cb.set_model(_model())
+    cb.set_params({"epochs": 1, "steps": 1})
+    cb.on_train_begin()
+    cb.on_epoch_begin(0)
+    cb.on_train_batch_end(0, {"loss": 1.0})
+    cb.on_epoch_end(0, {"loss": 1.0})
+    cb.on_train_end()
+    assert cb.run is None
+    assert not store.exists()
+
+
+def test_either_run_or_project() -> None:
+    run = tracker.init_run(mode="disabled")
+    with pytest.raises(ValueError, match="either run"):
+        TrackerCallback(run, project="x")
+    with pytest.raises(ValueError, match="log_every_n_batches"):
+        TrackerCallback(log_every_n_batches=0)
+
+
+# -- real fits ------------------------------------------------------------------------------
+
+
+def test_fit_on_tensorflow_creates_and_closes_a_run(store: str) -> None:
+    x, y = _data(48)
+    cb = TrackerCallback(project="k", store=store, log_every_n_batches=2, system_metrics=False)
+    _model().fit(x, y, batch_size=8, epochs=2, validation_split=0.25, verbose=0, callbacks=[cb])
+    r = _only_run(store)
+    assert r.status == "finished"
+    assert r["train/loss"].fetch_values().step.tolist() == [0, 1]
+    assert len(r["val/loss"].fetch_values()) == 2
+    assert len(r["val/mae"].fetch_values()) == 2
+    assert r["train/lr"].fetch_values().value == pytest.approx([0.05, 0.05])
+    # 36 training samples in batches of 8: 5 batches an epoch, 10 in all.
+    assert r["batch/loss"].fetch_values().step.tolist() == [0, 2, 4, 6, 8]
+    assert r["fit/epochs"].fetch() == 2
+    assert "dense" in r["model/summary"].fetch().lower()
+    assert r["optimizer/learning_rate"].fetch() == pytest.approx(0.05)
+
+
+def test_a_model_built_by_its_first_batch_still_gets_its_summary(store: str) -> None:
+    x, y = _data(16)
+    model = keras.Sequential([keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    run = tracker.init_run("k", store=store, system_metrics=False)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[TrackerCallback(run)])
+    run.close()
+    r = tracker.read_run(run.id, store=store)
+    assert r["model/num_params"].fetch() == 5
+    assert r["optimizer/name"].fetch() == "adam"
+
+
+_TORCH_FIT = """
+import sys
+import numpy as np
+import keras
+import tracker
+from tracker.integrations.keras import TrackerCallback
+
+assert keras.backend.backend() == "torch"
+x = np.random.default_rng(0).random((32, 4), dtype=np.float32)
+y = x.sum(axis=1, keepdims=True)
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+model.compile(optimizer="sgd", loss="mse")
+cb = TrackerCallback(project="k", store=sys.argv[1], log_every_n_batches=1,
+                     system_metrics=False)
+model.fit(x, y, batch_size=8, epochs=2, validation_split=0.25, verbose=0, callbacks=[cb])
+"""
+
+
+def test_fit_on_the_torch_backend(tmp_path: Path, store: str) -> None:
+    pytest.importorskip("torch", reason="needs torch for KERAS_BACKEND=torch")
+    script = tmp_path / "fit_torch.py"
+    script.write_text(_TORCH_FIT)
+    proc = subprocess.run(
+        [sys.executable, str(script), store],
+        env=_env(KERAS_BACKEND="torch"),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = _only_run(store)
+    assert r.status == "finished"
+    assert r["train/loss"].fetch_values().step.tolist() == [0, 1]
+    assert len(r["val/loss"].fetch_values()) == 2
+    # 24 training samples in batches of 8: every one of 6 batches, in order.
+    assert r["batch/loss"].fetch_values().step.tolist() == [0, 1, 2, 3, 4, 5]
+
+
+_MULTI_WORKER = """
+import sys
+import numpy as np
+import tensorflow as tf
+
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+import keras
+from tracker.integrations.keras import TrackerCallback
+
+x = np.random.default_rng(0).random((64, 4), dtype=np.float32)
+y = x.sum(axis=1, keepdims=True)
+options = tf.data.Options()
+options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16).with_options(options)
+with strategy.scope():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+cb = TrackerCallback(project="mw", store=sys.argv[1], log_every_n_batches=1,
+                     system_metrics=False)
+model.fit(data, epochs=2, verbose=0, callbacks=[cb])
+"""
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("localhost", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_multi_worker_mirrored_strategy_writes_one_run_from_the_chief(tmp_path: Path) -> None:
+    script = tmp_path / "multi_worker.py"
+    script.write_text(textwrap.dedent(_MULTI_WORKER))
+    workers = [f"localhost:{p}" for p in _free_ports(2)]
+    # Each worker gets its own store directory, so the test can see that only the
+    # chief's was ever written; in a real job they share one.
+    stores = [tmp_path / "store", tmp_path / "store-worker1"]
+    procs = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script), str(stores[index])],
+                env=_env(TF_CONFIG=json.dumps(tf_config), KERAS_BACKEND="tensorflow"),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    try:
+        outputs = [p.communicate(timeout=240)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, out in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+    assert not stores[1].exists()
+    r = _only_run(str(stores[0]))
+    assert r.status == "finished"
+    assert r["train/loss"].fetch_values().step.tolist() == [0, 1]
+    # 64 samples in global batches of 16: 4 steps an epoch.
+    assert r["batch/loss"].fetch_values().step.tolist() == list(range(8))

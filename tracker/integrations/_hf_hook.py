@@ -1,0 +1,103 @@
+"""Make ``TrainingArguments(report_to=["tracker"])`` work in scripts that never import tracker.
+
+transformers resolves ``report_to`` names from a dict in
+``transformers.integrations.integration_utils`` (``INTEGRATION_TO_CALLBACK``) and has no
+plugin hook. A one-line ``tracker_hf_hook.pth`` in site-packages puts a tiny finder at the
+front of ``sys.meta_path``; when (and only when) that transformers module is imported, the
+finder comes here, lets the real loader execute the module and then adds ``"tracker"`` to
+the table. Interpreter start-up only defines that finder: no import of tracker or
+transformers. Set ``TRACKER_DISABLE_HF_HOOK=1`` to switch it off.
+
+The table entry is a stand-in class that builds the real ``TrackerCallback`` when the
+Trainer instantiates it, so processes that use transformers without reporting to tracker
+never import tracker's transformers integration.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+TARGET = "transformers.integrations.integration_utils"
+NAME = "tracker"
+
+
+def find_spec(name: str, path: Any = None, target: Any = None) -> Any:
+    """The meta-path hook: the real spec of ``TARGET``, its loader wrapped; else None."""
+    if name != TARGET or os.environ.get("TRACKER_DISABLE_HF_HOOK"):
+        return None
+    for finder in list(sys.meta_path):
+        if getattr(finder, "tracker_hook", False):
+            continue
+        find = getattr(finder, "find_spec", None)
+        if find is None:
+            continue
+        spec = find(name, path, target)
+        if spec is not None:
+            break
+    else:
+        return None
+    if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+        spec.loader = _RegisteringLoader(spec.loader)
+    return spec
+
+
+class _Finder:
+    """The same hook as the ``.pth`` line installs, for :func:`install`."""
+
+    tracker_hook = True
+    find_spec = staticmethod(find_spec)
+
+
+class _RegisteringLoader:
+    """Runs the real loader, then registers tracker in the module it just executed."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        register(module)
+
+    def __getattr__(self, name: str) -> Any:
+        # get_source, get_filename, is_package...: tracebacks and inspect keep working.
+        return getattr(self._loader, name)
+
+
+class TrackerCallbackFactory:
+    """Stands in ``INTEGRATION_TO_CALLBACK["tracker"]``; the Trainer calls it like a class.
+
+    >>> callback = TrackerCallbackFactory()  # doctest: +SKIP
+    >>> type(callback).__name__  # doctest: +SKIP
+    'TrackerCallback'
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        from tracker.integrations.transformers import TrackerCallback
+
+        return TrackerCallback(*args, **kwargs)
+
+
+def register(module: Any = None) -> bool:
+    """Add ``"tracker"`` to transformers' ``report_to`` table; True when it is there.
+
+    ``module`` defaults to the already-imported transformers module, if any.
+    """
+    if module is None:
+        module = sys.modules.get(TARGET)
+    table = getattr(module, "INTEGRATION_TO_CALLBACK", None)
+    if not isinstance(table, dict):
+        return False
+    table.setdefault(NAME, TrackerCallbackFactory)
+    return True
+
+
+def install() -> None:
+    """Register now if transformers is loaded, and put the finder in place for later."""
+    register()
+    if not any(getattr(f, "tracker_hook", False) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Finder)

@@ -1,0 +1,365 @@
+"""Lightning logger: ``Trainer(logger=TrackerLogger(project=...))`` gives one run per job.
+
+Works with the ``lightning`` package and with ``pytorch_lightning`` (Lightning's Trainer
+treats loggers and callbacks by duck typing, so one class serves both; it subclasses the
+``Logger`` of whichever package is installed, ``lightning`` first).
+
+Lightning calls ``log_metrics`` on rank 0 only, so per-rank figures (step time, samples
+per second, each rank's own training loss) come from a small callback that the logger adds
+to the Trainer itself the first time Lightning asks for the experiment. Users add only the
+logger.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+import warnings
+from argparse import Namespace
+from collections.abc import Mapping
+from typing import Any
+
+import tracker
+from tracker.core.values import readable
+
+try:
+    from lightning.pytorch.callbacks import Callback as _Callback
+    from lightning.pytorch.loggers.logger import DummyExperiment as _DummyExperiment
+    from lightning.pytorch.loggers.logger import Logger as _Logger
+except ImportError:
+    try:
+        from pytorch_lightning.callbacks import Callback as _Callback
+        from pytorch_lightning.loggers.logger import DummyExperiment as _DummyExperiment
+        from pytorch_lightning.loggers.logger import Logger as _Logger
+    except ImportError:
+        raise ImportError(
+            "tracker.integrations.lightning needs Lightning: pip install 'tracker[lightning]' "
+            "(or pip install lightning)"
+        ) from None
+
+__all__ = ["TrackerLogger"]
+
+# Lightning's finalize statuses. "finished" only comes from the SLURM requeue handler,
+# which saves a checkpoint and stops: the job was preempted, not done.
+_STATUS = {"success": "finished", "failed": "failed", "finished": "terminated"}
+_STATE_KEY = "TrackerLogger"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
+
+
+class TrackerLogger(_Logger):
+    """Send a Lightning run to tracker: metrics, hyperparameters, checkpoints, per-rank figures.
+
+    Give it a ``project`` (the run is created when Lightning first needs it, on every rank,
+    and closed by ``finalize``) or an existing ``run`` (flushed but left open at the end).
+
+    >>> from lightning.pytorch import Trainer
+    >>> from tracker.integrations.lightning import TrackerLogger
+    >>> trainer = Trainer(logger=TrackerLogger(project="mnist"), max_epochs=3)
+    >>> trainer.fit(model)  # doctest: +SKIP
+
+    ``experiment`` is the ``Run`` on the writing rank and Lightning's no-op stand-in on the
+    others, as Lightning expects; ``logger.run`` is the ``Run`` on every rank.
+    Checkpoints land in ``save_dir/<project>/<run id>/checkpoints`` (``save_dir`` defaults
+    to the Trainer's ``default_root_dir``); they are recorded as references, never copied.
+    """
+
+    def __init__(
+        self,
+        project: str | None = None,
+        *,
+        run: tracker.Run | None = None,
+        name: str | None = None,
+        run_id: str | None = None,
+        tags: tuple[str, ...] | list[str] = (),
+        store: str | os.PathLike[str] | None = None,
+        save_dir: str | os.PathLike[str] | None = None,
+        prefix: str = "",
+        per_rank: bool = True,
+        **init_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if run is not None and (project is not None or run_id is not None):
+            raise ValueError("TrackerLogger takes either an existing run or project/run_id")
+        self._run: tracker.Run | None = run
+        self._owns_run = run is None
+        self._project = run.project if run is not None else project
+        self._run_id = run.id if run is not None else run_id
+        self._run_name = name
+        self._tags = tuple(tags)
+        self._store = os.fspath(store) if store is not None else None
+        self._save_dir = os.fspath(save_dir) if save_dir is not None else None
+        self._prefix = prefix
+        self._per_rank = per_rank
+        self._init_kwargs = init_kwargs
+        self._callback: _RankFigures | None = None
+        self._recorded_checkpoints: set[str] = set()
+
+    # -- the Logger contract: cheap properties that never create a run ---------------------
+
+    @property
+    def name(self) -> str:
+        """The project; Lightning uses it for the checkpoint directory."""
+        return self._project or os.environ.get("TRACKER_PROJECT") or "default"
+
+    @property
+    def version(self) -> str | None:
+        """The run id, once known (given, restored from a checkpoint, or the run exists)."""
+        if self._run is not None:
+            return self._run.id
+        return self._run_id
+
+    @property
+    def save_dir(self) -> str | None:
+        return self._save_dir
+
+    @property
+    def log_dir(self) -> str | None:
+        if self._save_dir is None or self.version is None:
+            return None
+        return os.path.join(self._save_dir, self.name, self.version)
+
+    @property
+    def run(self) -> tracker.Run:
+        """The ``Run`` of this process (every rank), created on first use."""
+        if self._run is None:
+            self._run = tracker.init_run(
+                self._project,
+                name=self._run_name,
+                run_id=self._run_id,
+                tags=self._tags,
+                store=self._store,
+                **self._init_kwargs,
+            )
+            self._run_id = self._run.id
+            self._owns_run = True
+        return self._run
+
+    @property
+    def experiment(self) -> Any:
+        """The ``Run`` on the writing rank; a no-op stand-in elsewhere, as Lightning expects.
+
+        Lightning reads this on every rank while setting up; that is where the run is
+        created (continuing the checkpoint's run when resuming) and where the per-rank
+        callback joins the Trainer.
+        """
+        if self._run is None:
+            trainer, ckpt_path = _running_trainer()
+            if trainer is not None:
+                self._attach(trainer)
+                if ckpt_path and self._run_id is None:
+                    self._run_id = _run_id_from_checkpoint(ckpt_path)
+        run = self.run
+        return run if run.is_writer else _DummyExperiment()
+
+    def log_hyperparams(self, params: Mapping[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+        if isinstance(params, Namespace):
+            params = vars(params)
+        run = self.run
+        if run.is_writer and params:
+            run["config"] = _readable_tree(params)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        run = self.run
+        if not run.is_writer:
+            return
+        if self._prefix:
+            metrics = {f"{self._prefix}/{k}": v for k, v in metrics.items()}
+        run.log(dict(metrics), step=step)
+
+    def log_graph(self, model: Any, input_array: Any = None) -> None:
+        # Lightning calls this on every rank with the LightningModule: the last chance to
+        # join a Trainer whose experiment was created outside ``fit``.
+        trainer = getattr(model, "_trainer", None)
+        if trainer is not None:
+            self._attach(trainer)
+        run = self.run
+        if not run.is_writer:
+            return
+        params = list(model.parameters())
+        run["model"] = {
+            "class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "parameters": sum(p.numel() for p in params),
+            "trainable_parameters": sum(p.numel() for p in params if p.requires_grad),
+            "summary": _short_text(repr(model)),
+        }
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        run = self.run
+        if not run.is_writer:
+            return
+        scores = {os.path.abspath(p): s for p, s in checkpoint_callback.best_k_models.items()}
+        candidates = list(scores)
+        for extra in (checkpoint_callback.last_model_path, checkpoint_callback.best_model_path):
+            if extra and os.path.abspath(extra) not in scores:
+                candidates.append(os.path.abspath(extra))
+        monitor = checkpoint_callback.monitor
+        for path in candidates:
+            # A file re-saved under the same name (last.ckpt) is recorded again: new hash.
+            stamp = (path, os.path.getmtime(path)) if os.path.isfile(path) else None
+            if stamp is None or repr(stamp) in self._recorded_checkpoints:
+                continue
+            self._recorded_checkpoints.add(repr(stamp))
+            key = "checkpoints/" + _UNSAFE.sub("_", os.path.splitext(os.path.basename(path))[0])
+            run[key + "/file"].track_files(path)
+            score = scores.get(path)
+            if score is None and path == os.path.abspath(checkpoint_callback.last_model_path):
+                score = checkpoint_callback.current_score
+            if score is not None and monitor:
+                run[key + "/score"] = float(score)
+                run[key + "/monitor"] = str(monitor)
+        if checkpoint_callback.best_model_path:
+            run["checkpoints/best"] = os.path.abspath(checkpoint_callback.best_model_path)
+
+    def finalize(self, status: str) -> None:
+        if self._run is None:
+            return
+        if not self._owns_run:
+            self._run.flush()
+            return
+        self._run.close(_STATUS.get(status, "finished"))
+        # A later trainer.test()/validate() reopens the same run through ``run``.
+        self._run = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Lightning pickles loggers for spawn: ship the id, never the live run or writer.
+        state = self.__dict__.copy()
+        state["_run"] = None
+        state["_callback"] = None
+        state["_owns_run"] = True
+        return state
+
+    # -- wiring -----------------------------------------------------------------------------
+
+    def _attach(self, trainer: Any) -> None:
+        if not self._per_rank or self._callback is not None:
+            return
+        if any(isinstance(cb, _RankFigures) and cb.logger is self for cb in trainer.callbacks):
+            return
+        self._callback = _RankFigures(self)
+        trainer.callbacks.append(self._callback)
+
+
+class _RankFigures(_Callback):
+    """Runs on every rank: what Lightning alone cannot show (each rank's own figures).
+
+    Also carries the run id in checkpoints, so that resuming continues the same run.
+    """
+
+    def __init__(self, logger: TrackerLogger) -> None:
+        super().__init__()
+        self.logger = logger
+        self._step = 0
+        self._started: float | None = None
+
+    @property
+    def state_key(self) -> str:
+        return _STATE_KEY
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self._step = trainer.global_step
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._started is None:
+            return
+        elapsed = time.perf_counter() - self._started
+        self._started = None
+        figures: dict[str, Any] = {"per_rank/step_time": elapsed}
+        size = _batch_size(batch)
+        if size and elapsed > 0:
+            figures["per_rank/samples_per_second"] = size / elapsed
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if loss is not None and getattr(loss, "numel", lambda: 0)() == 1:
+            # Detached: the value is read later (on the writer thread for accelerator
+            # tensors), never holding the autograd graph.
+            figures["per_rank/train_loss"] = loss.detach()
+        self.logger.run.log(figures, step=self._step)
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.logger.version is None:
+            return {}
+        return {"run_id": self.logger.version, "project": self.logger.name}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("run_id")
+        if saved and saved != self.logger.version:
+            warnings.warn(
+                f"this checkpoint belongs to tracker run {saved!r}, but the logger already "
+                f"writes to run {self.logger.version!r}; pass TrackerLogger(run_id={saved!r}) "
+                "to continue the checkpoint's run",
+                stacklevel=2,
+            )
+
+
+def _running_trainer() -> tuple[Any, Any]:
+    """Find the Trainer whose ``_run`` is on the stack, and the checkpoint it will restore.
+
+    Lightning offers loggers no reference to their Trainer, and creates the experiment
+    before it restores a checkpoint; looking one frame range up is the only way to continue
+    the checkpoint's run instead of opening a new one. Returns ``(None, None)`` when the
+    experiment is touched outside ``Trainer`` (then ``log_graph`` attaches later).
+    """
+    frame = sys._getframe(2)
+    for _ in range(12):
+        if frame is None:
+            break
+        if frame.f_code.co_name == "_run":
+            owner = frame.f_locals.get("self")
+            if type(owner).__name__ == "Trainer" and hasattr(owner, "callbacks"):
+                return owner, frame.f_locals.get("ckpt_path")
+        frame = frame.f_back
+    return None, None
+
+
+def _run_id_from_checkpoint(ckpt_path: Any) -> str | None:
+    path = os.fspath(ckpt_path)
+    if not os.path.isfile(path):
+        return None
+    import torch
+
+    try:
+        # The user asked Lightning to load this very file; mmap keeps the peek cheap.
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as error:  # noqa: BLE001 - a peek must not stop training
+        warnings.warn(
+            f"could not read the tracker run id from {path!r} ({error}); a new run starts",
+            stacklevel=3,
+        )
+        return None
+    state = checkpoint.get("callbacks", {}).get(_STATE_KEY, {})
+    return state.get("run_id")
+
+
+def _batch_size(batch: Any) -> int | None:
+    if hasattr(batch, "shape") and len(batch.shape) > 0:
+        return int(batch.shape[0])
+    if isinstance(batch, Mapping):
+        batch = list(batch.values())
+    if isinstance(batch, list | tuple):
+        for item in batch:
+            size = _batch_size(item)
+            if size:
+                return size
+    return None
+
+
+def _readable_tree(params: Mapping[Any, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Namespace):
+            value = vars(value)
+        if isinstance(value, Mapping):
+            out[str(key)] = _readable_tree(value)
+        elif callable(value) and not hasattr(value, "numel"):
+            out[str(key)] = getattr(value, "__qualname__", None) or _short_text(repr(value))
+        else:
+            out[str(key)] = readable(value)
+    return out
+
+
+def _short_text(text: str, limit: int = 4000) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

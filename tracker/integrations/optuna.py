@@ -1,0 +1,248 @@
+"""Optuna: one tracker run per trial, grouped under its study.
+
+Importing this module imports Optuna; ``import tracker`` never imports it.
+
+>>> from tracker.integrations.optuna import TrackerCallback
+>>> cb = TrackerCallback(project="sweeps")
+>>> study.optimize(objective, n_trials=50, callbacks=[cb])
+>>> tracker.list_runs(project="sweeps", tags=[cb.study_tag(study)])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+try:
+    import optuna
+    from optuna.trial import FrozenTrial, TrialState
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "tracker.integrations.optuna needs Optuna: pip install 'tracker[optuna]'"
+    ) from exc
+
+import tracker
+
+__all__ = ["TrackerCallback"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_STATES = {TrialState.COMPLETE: "finished", TrialState.PRUNED: "finished"}
+
+# Threads of one process share this lock per study; processes use a lock file beside it.
+_record_locks: dict[str, threading.Lock] = {}
+_record_locks_guard = threading.Lock()
+
+
+class TrackerCallback:
+    """Record every trial of an Optuna study as a tracker run.
+
+    Each trial's run holds its params (``config/<param>``), its value or values
+    (``trial/value``, ``trial/values/<metric>``), state (``trial/state``: complete, pruned,
+    fail), duration and the values reported with ``trial.report`` as the series
+    ``trial/intermediate`` at their steps. Pruned trials are tagged ``pruned``; failed
+    trials close as ``failed``. Every trial run carries the tag ``study:<name>`` and the
+    config fields ``sweep/study`` and ``sweep/trial``, so
+    ``tracker.list_runs(tags=["study:NAME"])`` or
+    ``tracker.list_runs(config={"sweep": {"study": "NAME"}})`` finds them.
+
+    The study itself has one run (tag ``optuna-study``, id from :meth:`study_run_id`)
+    holding its direction(s) and best trial, rewritten after every trial.
+
+    Inside the objective, :meth:`run_for` gives the trial's own run for per-epoch curves;
+    decorate the objective with :meth:`track` so that a trial whose exception Optuna
+    re-raises still closes its run as failed. Safe with ``n_jobs`` threads and with
+    several processes sharing one Optuna storage and one tracker store.
+
+    >>> cb = TrackerCallback(project="sweeps", store="runs/")
+    >>> @cb.track
+    ... def objective(trial):
+    ...     run = cb.run_for(trial)
+    ...     for epoch in range(10):
+    ...         run.log({"val/loss": train_one_epoch(trial)}, step=epoch)
+    ...     return evaluate()
+    >>> study.optimize(objective, n_trials=20, n_jobs=4, callbacks=[cb])
+    """
+
+    def __init__(self, project: str | None = None, **init_run_kwargs: Any) -> None:
+        for name in ("run_id", "resume", "config", "fork_from"):
+            if name in init_run_kwargs:
+                raise ValueError(f"{name}= is chosen per trial by TrackerCallback")
+        self._project = project
+        self._tags = list(init_run_kwargs.pop("tags", ()))
+        self._init_kwargs = init_run_kwargs
+        self._runs: dict[tuple[str, int], tracker.Run] = {}
+        self._lock = threading.Lock()
+
+    # -- names ----------------------------------------------------------------------------
+
+    @staticmethod
+    def study_run_id(study: optuna.Study) -> str:
+        """The run id of the study's own record; trial runs add ``-t<number>``."""
+        name = study.study_name
+        digest = hashlib.sha1(f"{name}\0{study._study_id}".encode()).hexdigest()[:10]
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:60]
+        return f"optuna-{slug}-{digest}" if slug else f"optuna-{digest}"
+
+    @staticmethod
+    def study_tag(study: optuna.Study) -> str:
+        """The tag every trial run of ``study`` carries."""
+        return f"study:{study.study_name}"[:256]
+
+    # -- inside the objective -------------------------------------------------------------
+
+    def run_for(self, trial: optuna.Trial) -> tracker.Run:
+        """The run of a running trial, opened on first use; log per-epoch curves to it."""
+        return self._open(trial.study, trial.number, trial.params)
+
+    def track(self, objective: _F) -> _F:
+        """Decorate an objective so that a trial that raises closes its run as failed."""
+
+        @functools.wraps(objective)
+        def wrapper(trial: optuna.Trial, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return objective(trial, *args, **kwargs)
+            except optuna.TrialPruned:
+                raise
+            except BaseException as exc:
+                # Optuna calls callbacks only for exceptions it catches (``catch=``); close
+                # here for the rest. If the callback does run, it reopens and completes it.
+                run = self._pop(trial.study, trial.number)
+                if run is not None:
+                    run["trial/state"] = "fail"
+                    run.close("failed", error=f"{type(exc).__name__}: {exc}")
+                raise
+
+        return wrapper  # type: ignore[return-value]
+
+    # -- after each trial -----------------------------------------------------------------
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        run = self._pop(study, trial.number)
+        if run is None:
+            run = self._open(study, trial.number, trial.params)
+            self._pop(study, trial.number)
+        run["config"] = {k: _plain(v) for k, v in trial.params.items()}
+        state = trial.state.name.lower()
+        run["trial/state"] = state
+        run["trial/number"] = trial.number
+        if trial.values is not None:
+            if len(trial.values) == 1:
+                run["trial/value"] = float(trial.values[0])
+            else:
+                names = _metric_names(study)
+                for i, value in enumerate(trial.values):
+                    run[f"trial/values/{names[i]}"] = float(value)
+        if trial.datetime_start is not None:
+            run["trial/start"] = trial.datetime_start
+        if trial.duration is not None:
+            run["trial/duration_s"] = trial.duration.total_seconds()
+        steps = sorted(trial.intermediate_values)
+        if steps:
+            run["trial/intermediate"].extend(
+                [float(trial.intermediate_values[s]) for s in steps], steps=steps
+            )
+        if trial.state == TrialState.PRUNED:
+            run.add_tags("pruned")
+        run.close(_STATES.get(trial.state, "failed"))
+        self._update_study_record(study)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _open(self, study: optuna.Study, number: int, params: dict[str, Any]) -> tracker.Run:
+        key = (study.study_name, number)
+        with self._lock:
+            run = self._runs.get(key)
+            if run is None:
+                config = {k: _plain(v) for k, v in params.items()}
+                config["sweep"] = {"study": study.study_name, "trial": number}
+                run = tracker.init_run(
+                    self._project,
+                    run_id=f"{self.study_run_id(study)}-t{number}",
+                    name=f"{study.study_name}/trial-{number}",
+                    tags=[self.study_tag(study), *self._tags],
+                    config=config,
+                    resume="allow",
+                    **self._init_kwargs,
+                )
+                self._runs[key] = run
+            return run
+
+    def _pop(self, study: optuna.Study, number: int) -> tracker.Run | None:
+        with self._lock:
+            return self._runs.pop((study.study_name, number), None)
+
+    def _update_study_record(self, study: optuna.Study) -> None:
+        run_id = self.study_run_id(study)
+        with _record_lock(run_id):
+            # Read the study inside the lock: the last writer then holds the newest view,
+            # so the record ends right whatever order the trials finish in.
+            trials = study.get_trials(deepcopy=False)
+            fields: dict[str, Any] = {
+                "name": study.study_name,
+                "directions": ",".join(d.name.lower() for d in study.directions),
+                "n_trials": sum(t.state.is_finished() for t in trials),
+                "n_complete": sum(t.state == TrialState.COMPLETE for t in trials),
+            }
+            if len(study.directions) == 1:
+                fields["direction"] = study.direction.name.lower()
+                best = _best_single(study)
+                if best is not None:
+                    fields["best_trial"] = best.number
+                    fields["best_value"] = float(best.value)
+                    fields["best_params"] = json.dumps(best.params, default=str)
+                    fields["best_run"] = f"{run_id}-t{best.number}"
+            else:
+                front = sorted(t.number for t in study.best_trials)
+                fields["best_trials"] = json.dumps(front)
+            kwargs = {"system_metrics": False, **self._init_kwargs}
+            record = tracker.init_run(
+                self._project,
+                run_id=run_id,
+                name=study.study_name,
+                tags=["optuna-study", *self._tags],
+                config={"sweep": {"study": study.study_name}},
+                resume="allow",
+                **kwargs,
+            )
+            record["study"] = fields
+            record.close("finished")
+
+
+def _best_single(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no complete trial yet
+        return None
+
+
+def _metric_names(study: optuna.Study) -> list[str]:
+    names = getattr(study, "metric_names", None)
+    if names and len(names) == len(study.directions):
+        return [str(n).replace("/", "_") for n in names]
+    return [str(i) for i in range(len(study.directions))]
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, bool | int | float | str) else str(value)
+
+
+@contextlib.contextmanager
+def _record_lock(run_id: str) -> Iterator[None]:
+    with _record_locks_guard:
+        lock = _record_locks.setdefault(run_id, threading.Lock())
+    path = os.path.join(tempfile.gettempdir(), f"tracker-{run_id}.lock")
+    with lock, open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

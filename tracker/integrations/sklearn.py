@@ -1,0 +1,191 @@
+"""scikit-learn: ``log_estimator`` records a fitted estimator in a tracker run.
+
+Importing this module imports scikit-learn; ``import tracker`` never imports it.
+
+>>> from tracker.integrations.sklearn import log_estimator
+>>> log_estimator(run, model.fit(X_train, y_train), X_test, y_test)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+try:
+    import numpy as np
+    from sklearn import metrics
+    from sklearn.base import is_classifier, is_regressor
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "tracker.integrations.sklearn needs scikit-learn: pip install 'tracker[sklearn]'"
+    ) from exc
+
+import tracker
+
+__all__ = ["log_estimator"]
+
+_SEARCH_KEY = re.compile(r"^(mean|std|rank)_(test|train)_|^(mean|std)_(fit|score)_time$")
+
+
+def log_estimator(
+    run: tracker.Run,
+    estimator: Any,
+    X_test: Any = None,
+    y_test: Any = None,
+    prefix: str = "model",
+) -> dict[str, float]:
+    """Record a fitted estimator's params, test metrics and search results under ``prefix``.
+
+    - ``<prefix>/estimator``: the class name; ``<prefix>/params/...``: ``get_params``,
+      nested pipelines flattened (``params/clf/C``; a nested estimator's class name at
+      ``params/clf/class``).
+    - With ``X_test`` and ``y_test``, ``<prefix>/metrics/...``: for a classifier accuracy,
+      precision, recall and F1 (binary, else macro-averaged), ROC AUC when it has
+      ``predict_proba`` and the confusion matrix (``confusion_matrix/<true>/<pred>``
+      counts, labels in ``confusion_matrix_labels``); for a regressor R2, MAE and RMSE.
+    - For a ``GridSearchCV``/``RandomizedSearchCV``, every candidate at its index as a step:
+      series ``<prefix>/search/params/<param>`` and ``<prefix>/search/mean_test_score`` (and
+      every other score and time column), plus ``search/best_index``,
+      ``search/best_score`` and ``search/best_params/...``.
+
+    Returns the metrics it computed.
+
+    >>> run = tracker.init_run(project="iris")
+    >>> log_estimator(run, GridSearchCV(pipe, grid).fit(X, y), X_test, y_test)
+    {'accuracy': 0.97, ...}
+    """
+    run[f"{prefix}/estimator"] = type(estimator).__name__
+    params = _params(estimator.get_params(deep=True))
+    if params:
+        run[f"{prefix}/params"] = params
+    if hasattr(estimator, "cv_results_"):
+        _log_search(run, estimator, f"{prefix}/search")
+    if X_test is None or y_test is None:
+        return {}
+    if is_classifier(estimator):
+        scores = _classification(run, estimator, X_test, y_test, f"{prefix}/metrics")
+    elif is_regressor(estimator):
+        y_pred = estimator.predict(X_test)
+        scores = {
+            "r2": metrics.r2_score(y_test, y_pred),
+            "mae": metrics.mean_absolute_error(y_test, y_pred),
+            "rmse": math.sqrt(metrics.mean_squared_error(y_test, y_pred)),
+        }
+    else:
+        warnings.warn(
+            f"log_estimator: {type(estimator).__name__} is neither a classifier nor a "
+            "regressor; recorded its params but no test metrics",
+            stacklevel=2,
+        )
+        return {}
+    scores = {k: float(v) for k, v in scores.items()}
+    run[f"{prefix}/metrics"] = scores
+    return scores
+
+
+def _classification(
+    run: tracker.Run, estimator: Any, X: Any, y: Any, prefix: str
+) -> dict[str, float]:
+    classes = list(getattr(estimator, "classes_", np.unique(y)))
+    y_pred = estimator.predict(X)
+    if len(classes) == 2:
+        averaging: dict[str, Any] = {"average": "binary", "pos_label": classes[1]}
+    else:
+        averaging = {"average": "macro"}
+    scores = {
+        "accuracy": metrics.accuracy_score(y, y_pred),
+        "precision": metrics.precision_score(y, y_pred, zero_division=0, **averaging),
+        "recall": metrics.recall_score(y, y_pred, zero_division=0, **averaging),
+        "f1": metrics.f1_score(y, y_pred, zero_division=0, **averaging),
+    }
+    if hasattr(estimator, "predict_proba"):
+        proba = estimator.predict_proba(X)
+        try:
+            if len(classes) == 2:
+                scores["roc_auc"] = metrics.roc_auc_score(np.asarray(y) == classes[1], proba[:, 1])
+            else:
+                scores["roc_auc"] = metrics.roc_auc_score(
+                    y, proba, multi_class="ovr", labels=classes
+                )
+        except ValueError as exc:  # e.g. a class missing from y_test
+            warnings.warn(f"log_estimator: ROC AUC not recorded: {exc}", stacklevel=3)
+    matrix = metrics.confusion_matrix(y, y_pred, labels=classes)
+    names = [_part(c) for c in classes]
+    run[f"{prefix}/confusion_matrix"] = {
+        t: {p: int(matrix[i, j]) for j, p in enumerate(names)} for i, t in enumerate(names)
+    }
+    run[f"{prefix}/confusion_matrix_labels"] = json.dumps([_plain(c) for c in classes])
+    return scores
+
+
+def _log_search(run: tracker.Run, search: Any, prefix: str) -> None:
+    results = search.cv_results_
+    candidates: list[Mapping[str, Any]] = results["params"]
+    steps = list(range(len(candidates)))
+    names = sorted({name for p in candidates for name in p})
+    for name in names:
+        present = [i for i in steps if name in candidates[i]]
+        values = [candidates[i][name] for i in present]
+        numeric = all(
+            isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in values
+        )
+        points = [float(v) for v in values] if numeric else [str(_plain(v)) for v in values]
+        run[f"{prefix}/params/{name.replace('__', '/')}"].extend(points, steps=present)
+    for key in sorted(results):
+        if _SEARCH_KEY.match(key):
+            column = np.asarray(results[key], dtype=float)
+            run[f"{prefix}/{key}"].extend([float(v) for v in column], steps=steps)
+    if hasattr(search, "best_index_"):
+        run[f"{prefix}/best_index"] = int(search.best_index_)
+    if hasattr(search, "best_score_"):
+        run[f"{prefix}/best_score"] = float(search.best_score_)
+    if getattr(search, "best_params_", None):
+        run[f"{prefix}/best_params"] = _params(search.best_params_)
+
+
+def _params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``get_params(deep=True)`` as a nested dict: ``a__b`` nests, estimators by class."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if _is_step_list(value):
+            continue  # each step is expanded under its own name
+        if hasattr(value, "get_params"):
+            key, value = f"{key}__class", type(value).__name__
+        node = out
+        *parents, leaf = key.split("__")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):  # a value and a sub-tree share a name
+                child = node[part] = {"value": child}
+            node = child
+        if isinstance(node.get(leaf), dict):
+            node[leaf]["value"] = _plain(value)
+        else:
+            node[leaf] = _plain(value)
+    return out
+
+
+def _is_step_list(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(s, tuple) and len(s) >= 2 and isinstance(s[0], str) for s in value)
+    )
+
+
+def _part(value: Any) -> str:
+    return str(_plain(value)).replace("/", "_") or "_"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)

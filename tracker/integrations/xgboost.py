@@ -1,0 +1,223 @@
+"""XGBoost: ``TrackerCallback`` records ``xgboost.train`` and the sklearn estimators.
+
+Importing this module imports XGBoost; ``import tracker`` never imports it.
+
+>>> from tracker.integrations.xgboost import TrackerCallback
+>>> xgboost.train(params, dtrain, evals=[(dvalid, "valid")],
+...               callbacks=[TrackerCallback(project="higgs")])
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+try:
+    import xgboost
+    from xgboost import collective
+    from xgboost.callback import TrainingCallback
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "tracker.integrations.xgboost needs XGBoost: pip install 'tracker[xgboost]'"
+    ) from exc
+
+import tracker
+from tracker.rank_utils.environments import detect_rank
+
+__all__ = ["TrackerCallback"]
+
+# Metrics where larger is better, as XGBoost's own early stopping decides.
+_MAXIMIZE = ("auc", "aucpr", "pre", "pre@", "map", "ndcg", "auc@", "aucpr@", "map@", "ndcg@")
+
+# Sections of ``Booster.save_config()`` that hold the training parameters.
+_PARAM_SECTIONS = ("generic_param", "learner_train_param", "learner_model_param")
+
+
+class TrackerCallback(TrainingCallback):
+    """Log an XGBoost training to a tracker run.
+
+    Records the booster's parameters when training starts; each iteration's metric for
+    each eval set at the iteration index, as ``<eval set>/<metric>``; at the end the best
+    iteration and score (``best/iteration``, ``best/score``, ``best/metric``), feature
+    importance by gain and weight (``importance/gain/<feature>``), and with
+    ``save_model="model.json"`` the model saved there and tracked as ``model/file``.
+
+    Pass an open ``run`` (never closed here), or ``project`` and ``init_run`` keyword
+    arguments: the run is then opened when training starts and closed when it ends. In a
+    distributed training (XGBoost's collective, dask, Spark) the callback runs on every
+    worker and the scores it sees are already reduced across workers, so only rank 0
+    records them; the other workers never touch the store. Construct it with
+    ``project=`` there: a callback holding an open run cannot be sent to workers.
+
+    >>> clf = xgboost.XGBClassifier(n_estimators=50, callbacks=[TrackerCallback(run)])
+    >>> clf.fit(X, y, eval_set=[(X_valid, y_valid)])
+    """
+
+    def __init__(
+        self,
+        run: tracker.Run | None = None,
+        *,
+        project: str | None = None,
+        save_model: str | os.PathLike[str] | None = None,
+        importance: bool = True,
+        **init_run_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if run is not None and (project is not None or init_run_kwargs):
+            raise ValueError("pass either run= or project=/init_run arguments, not both")
+        self._given_run = run
+        self._project = project
+        self._init_kwargs = init_run_kwargs
+        self._save_model = None if save_model is None else os.fspath(save_model)
+        self._importance = importance
+        self.run: tracker.Run | None = None
+        self._history: dict[str, dict[str, list[float]]] = {}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> TrackerCallback:
+        # sklearn's clone() deep-copies estimator params; the copy logs to the same run.
+        new = copy.copy(self)
+        new.run = None
+        new._history = {}
+        return new
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._given_run is not None:
+            raise TypeError(
+                "a TrackerCallback holding an open run cannot be sent to other processes; "
+                "construct it with project=... so that rank 0 opens the run"
+            )
+        state = self.__dict__.copy()
+        state["run"] = None
+        return state
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    def before_training(self, model: Any) -> Any:
+        self._history = {}
+        if collective.is_distributed():
+            rank = detect_rank(
+                rank=collective.get_rank(), world_size=collective.get_world_size()
+            ).rank
+        else:
+            rank = 0
+        if rank != 0:
+            self.run = None
+        elif self._given_run is not None:
+            self.run = self._given_run
+        else:
+            self.run = tracker.init_run(self._project, **self._init_kwargs)
+        if self.run is not None and isinstance(model, xgboost.Booster):
+            params = _booster_params(model)
+            if params:
+                self.run["params"] = params
+        return model
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: Mapping[str, Any]) -> bool:
+        if self.run is None:
+            return False
+        data: dict[str, float] = {}
+        for eval_name, metrics in evals_log.items():
+            for metric, scores in metrics.items():
+                score = scores[-1]
+                if isinstance(score, tuple):  # xgboost.cv gives (mean, std)
+                    score = score[0]
+                data[f"{eval_name}/{metric}"] = float(score)
+                self._history.setdefault(eval_name, {}).setdefault(metric, []).append(float(score))
+        if data:
+            self.run.log(data, step=epoch)
+        return False
+
+    def after_training(self, model: Any) -> Any:
+        run, self.run = self.run, None
+        if run is None:
+            return model
+        best = self._best(model)
+        if best is not None:
+            run["best"] = best
+        if isinstance(model, xgboost.Booster):
+            if self._importance:
+                for kind in ("gain", "weight"):
+                    try:
+                        scores = model.get_score(importance_type=kind)
+                    except xgboost.core.XGBoostError:  # gblinear has no gain
+                        continue
+                    if scores:
+                        run[f"importance/{kind}"] = {
+                            str(f).replace("/", "_"): float(v) for f, v in scores.items()
+                        }
+            if self._save_model is not None:
+                model.save_model(self._save_model)
+                run["model/file"].track_files(self._save_model)
+        if run is not self._given_run:
+            run.close("finished")
+        return model
+
+    def _best(self, model: Any) -> dict[str, Any] | None:
+        """Best iteration and score: early stopping's if it ran, else from the history."""
+        if not self._history:
+            return None
+        # Like early stopping: the last eval set's last metric decides.
+        eval_name = list(self._history)[-1]
+        metric = list(self._history[eval_name])[-1]
+        scores = self._history[eval_name][metric]
+        attr = getattr(model, "attr", None)
+        stopped = attr("best_iteration") if attr is not None else None
+        if stopped is not None:
+            iteration = int(stopped)
+            score = float(attr("best_score"))
+        else:
+            maximize = metric.startswith(_MAXIMIZE)
+            pick = max if maximize else min
+            offset = _first_iteration(model, len(scores))
+            index = scores.index(pick(scores))
+            iteration, score = offset + index, scores[index]
+        return {"iteration": iteration, "score": score, "metric": f"{eval_name}/{metric}"}
+
+
+def _first_iteration(model: Any, n_logged: int) -> int:
+    # Training that continues an earlier model numbers its iterations from there.
+    rounds = getattr(model, "num_boosted_rounds", None)
+    if rounds is None:
+        return 0
+    return max(0, int(rounds()) - n_logged)
+
+
+def _booster_params(model: Any) -> dict[str, Any]:
+    """The effective training parameters, from the booster's saved config."""
+    try:
+        learner = json.loads(model.save_config())["learner"]
+    except (KeyError, ValueError, xgboost.core.XGBoostError):
+        return {}
+    sections = [learner.get(name, {}) for name in _PARAM_SECTIONS]
+    booster = learner.get("gradient_booster", {})
+    sections += [v for k, v in booster.items() if k.endswith("_param") and isinstance(v, dict)]
+    objective = learner.get("objective", {})
+    sections += [v for k, v in objective.items() if k.endswith("_param") and isinstance(v, dict)]
+    out: dict[str, Any] = {}
+    for section in sections:
+        for key, value in section.items():
+            if not isinstance(value, dict | list):
+                out[key] = _number(value)
+    if "name" in objective:
+        out["objective"] = objective["name"]
+    metrics = [m.get("name") for m in learner.get("metrics", []) if isinstance(m, dict)]
+    if metrics:
+        out["eval_metric"] = ",".join(str(m) for m in metrics)
+    return out
+
+
+def _number(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        number = int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    # Sentinels such as 2**64 - 1 do not fit a stored int64.
+    return number if -(2**63) <= number < 2**63 else text
