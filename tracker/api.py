@@ -1,4 +1,9 @@
-"""The public face: ``init_run``, ``read_run``, ``list_runs``."""
+"""The public face: ``init_run``, ``read_run``, ``list_runs``.
+
+``init_run`` asks ``rank_utils`` which process this is; a single process opens its run
+directly (``core.session``), a rank of a distributed job goes through the coordinator.
+Then, on every rank, it records the environment once and starts system metrics.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,10 @@ from typing import Any
 
 from .core.reader import list_runs, read_run
 from .core.run import Run
-from .core.session import open_run
 
 __all__ = ["init_run", "read_run", "list_runs"]
+
+DEFAULT_SYSTEM_METRICS_INTERVAL_S = 10.0
 
 
 def init_run(
@@ -24,28 +30,67 @@ def init_run(
     resume: str = "allow",
     store: str | os.PathLike[str] | None = None,
     mode: str = "async",
-    system_metrics: bool = True,
+    system_metrics: bool | float = True,
 ) -> Run:
     """Start (or resume) a run and return it. Call it on every rank of a job.
 
     ``project`` defaults to $TRACKER_PROJECT, else "default"; ``store`` to
     $TRACKER_STORE, else ``./.tracker``. ``mode`` is "async" (a background writer; the
     default), "sync" (each call durable on return), "offline" (journal only, applied
-    later by ``tracker sync``) or "disabled" (every call a no-op).
+    later by ``tracker sync``) or "disabled" (every call a no-op). ``system_metrics``
+    samples CPU, memory and this rank's GPU every 10 s (a number sets the interval;
+    $TRACKER_SYSTEM_METRICS_INTERVAL too). Config and environment values whose keys
+    look like secrets are masked.
 
     >>> import tracker
     >>> with tracker.init_run(project="mnist", config={"lr": 1e-3}) as run:
     ...     for step in range(100):
     ...         run.log({"train/loss": 1.0 / (step + 1)})
     """
-    return open_run(
-        project,
-        name=name,
-        run_id=run_id,
+    from .core.environment import capture_environment
+    from .core.secrets import mask_secrets
+    from .rank_utils import detect_rank
+
+    project = project or os.environ.get("TRACKER_PROJECT") or "default"
+    info = detect_rank()
+    environment = (
+        {} if mode == "disabled" else {f"sys/{k}": v for k, v in capture_environment().items()}
+    )
+    common = dict(
         tags=tags,
         config=config,
         fork_from=fork_from,
         resume=resume,
         store=store,
-        mode=mode,
+        mask=mask_secrets,
+        extra_fields=environment,
     )
+    if info.world_size > 1:
+        from .rank_utils.coordinator import open_distributed_run
+
+        run = open_distributed_run(info, project=project, name=name, run_id=run_id, mode=mode, **common)
+        if not run.is_writer:
+            run._assign_many(environment)
+    else:
+        from .core.session import open_run
+
+        run = open_run(project, name=name, run_id=run_id, mode=mode, **common)
+    if system_metrics and mode != "disabled":
+        _start_system_metrics(run, system_metrics, info.local_rank)
+    return run
+
+
+def _start_system_metrics(run: Run, setting: bool | float, local_rank: int) -> None:
+    from .core.system_metrics import SystemMetricsSampler
+    from .rank_utils.devices import gpu_index_for
+
+    if setting is True:
+        interval = float(
+            os.environ.get("TRACKER_SYSTEM_METRICS_INTERVAL", DEFAULT_SYSTEM_METRICS_INTERVAL_S)
+        )
+    else:
+        interval = float(setting)
+    gpu = gpu_index_for(local_rank, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    sampler = SystemMetricsSampler(run._log_system, interval=interval, gpu_index=gpu)
+    sampler.start()
+    run._on_close.append(sampler.stop)

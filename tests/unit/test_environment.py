@@ -122,6 +122,7 @@ def test_no_git_keys_outside_a_repository(tmp_path: Path, monkeypatch: pytest.Mo
     assert "python/version" in env
 
 
+@needs_git  # for the fixture; the test itself hides git
 def test_no_git_keys_when_git_is_missing(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(repo / "no-such-bin"))
     env = capture_environment(cwd=repo)

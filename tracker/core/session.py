@@ -53,6 +53,7 @@ def open_run(
     close_timeout: float | None = None,
     mask: Any = None,
     extra_fields: Mapping[str, Any] | None = None,
+    run_class: type[Run] = Run,
 ) -> Run:
     """Open the writing ``Run`` of this process (the public face is ``tracker.init_run``)."""
     project = project or os.environ.get("TRACKER_PROJECT") or "default"
@@ -114,7 +115,7 @@ def open_run(
         threaded=mode != "sync",
         flush_interval=flush_interval,
     )
-    run = Run(
+    run = run_class(
         run_id=run_id,
         project=project,
         name=name if name is not None else (existing or {}).get("name"),

@@ -253,12 +253,17 @@ class SystemMetricsSampler:
     ``sys/gpu/memory_percent``, ``sys/gpu/power_w`` and ``sys/gpu/temperature_c``.
     CPU percentages need two readings, so the very first reading has none.
 
+    ``sink`` runs on the sampler's thread; it should hand the reading off (for example
+    append it to a series with its own timestamp) rather than do slow work.
+
     Example::
 
-        sampler = SystemMetricsSampler(lambda m: run.log(m), interval=10.0, gpu_index=0)
+        readings = []
+        sampler = SystemMetricsSampler(readings.append, interval=10.0, gpu_index=0)
         sampler.start()
-        ...
+        ...  # train
         sampler.stop()
+        readings[0]["sys/process/rss_mb"]
     """
 
     def __init__(

@@ -13,7 +13,6 @@ logger.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 import warnings
@@ -45,7 +44,6 @@ __all__ = ["TrackerLogger"]
 # which saves a checkpoint and stops: the job was preempted, not done.
 _STATUS = {"success": "finished", "failed": "failed", "finished": "terminated"}
 _STATE_KEY = "TrackerLogger"
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 
 
 class TrackerLogger(_Logger):
@@ -145,11 +143,11 @@ class TrackerLogger(_Logger):
         callback joins the Trainer.
         """
         if self._run is None:
-            trainer, ckpt_path = _running_trainer()
+            trainer, ckpt_path, weights_only = _running_trainer()
             if trainer is not None:
                 self._attach(trainer)
                 if ckpt_path and self._run_id is None:
-                    self._run_id = _run_id_from_checkpoint(ckpt_path)
+                    self._run_id = _run_id_from_checkpoint(ckpt_path, weights_only)
         run = self.run
         return run if run.is_writer else _DummyExperiment()
 
@@ -201,7 +199,7 @@ class TrackerLogger(_Logger):
             if stamp is None or repr(stamp) in self._recorded_checkpoints:
                 continue
             self._recorded_checkpoints.add(repr(stamp))
-            key = "checkpoints/" + _UNSAFE.sub("_", os.path.splitext(os.path.basename(path))[0])
+            key = "checkpoints/" + os.path.splitext(os.path.basename(path))[0]
             run[key + "/file"].track_files(path)
             score = scores.get(path)
             if score is None and path == os.path.abspath(checkpoint_callback.last_model_path):
@@ -295,13 +293,14 @@ class _RankFigures(_Callback):
             )
 
 
-def _running_trainer() -> tuple[Any, Any]:
+def _running_trainer() -> tuple[Any, Any, Any]:
     """Find the Trainer whose ``_run`` is on the stack, and the checkpoint it will restore.
 
     Lightning offers loggers no reference to their Trainer, and creates the experiment
     before it restores a checkpoint; looking one frame range up is the only way to continue
-    the checkpoint's run instead of opening a new one. Returns ``(None, None)`` when the
-    experiment is touched outside ``Trainer`` (then ``log_graph`` attaches later).
+    the checkpoint's run instead of opening a new one. Returns ``(trainer, ckpt_path,
+    weights_only)``, all None when the experiment is touched outside ``Trainer`` (then
+    ``log_graph`` attaches the callback later, and no checkpoint is consulted).
     """
     frame = sys._getframe(2)
     for _ in range(12):
@@ -310,20 +309,24 @@ def _running_trainer() -> tuple[Any, Any]:
         if frame.f_code.co_name == "_run":
             owner = frame.f_locals.get("self")
             if type(owner).__name__ == "Trainer" and hasattr(owner, "callbacks"):
-                return owner, frame.f_locals.get("ckpt_path")
+                f_locals = frame.f_locals
+                return owner, f_locals.get("ckpt_path"), f_locals.get("weights_only")
         frame = frame.f_back
-    return None, None
+    return None, None, None
 
 
-def _run_id_from_checkpoint(ckpt_path: Any) -> str | None:
+def _run_id_from_checkpoint(ckpt_path: Any, weights_only: Any) -> str | None:
     path = os.fspath(ckpt_path)
     if not os.path.isfile(path):
         return None
     import torch
 
     try:
-        # The user asked Lightning to load this very file; mmap keeps the peek cheap.
-        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        # Lightning is about to load this very file; mmap keeps the peek cheap, and full
+        # unpickling happens only where the user asked Lightning for it (weights_only=False).
+        checkpoint = torch.load(
+            path, map_location="cpu", mmap=True, weights_only=weights_only is not False
+        )
     except Exception as error:  # noqa: BLE001 - a peek must not stop training
         warnings.warn(
             f"could not read the tracker run id from {path!r} ({error}); a new run starts",

@@ -1,0 +1,350 @@
+"""One run per job: the writer rank opens the run, the other ranks ship to it.
+
+Rank 0 opens (or resumes) the run in the store as a single process would, and starts a
+``Gatherer`` thread that takes messages from the other ranks and queues their ops into
+the run's writer. Every other rank gets an ordinary ``Run`` whose writer is a
+``Shipper``: it batches the rank's operations (as columns, like the journal) and sends
+them to rank 0 every flush interval. Non-writer ranks never open the store.
+
+Layout of rank data in the run: what rank r logs under key k is the series (k, rank r),
+read with ``fetch_values(rank=r)`` or combined with ``aggregate=``; rank 0's own series
+is the plain k, so single- and multi-process scripts read the same way. Single values
+assigned on rank r are stored under ``ranks/<r>/<path>``; where each rank ran is under
+``ranks/<r>/{node_rank,local_rank,host,pid}``; a rank that fails leaves
+``ranks/<r>/status`` and ``ranks/<r>/traceback`` and the run ends as failed.
+
+The run id every rank agrees on comes, in order, from ``run_id=``; a hash of the
+launcher's job id (stable across elastic restarts of that job, so a restart continues
+the run); or rank 0's choice published in the job's c10d store (or Horovod broadcast).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+import warnings
+from typing import Any
+
+from ..core.batch import columnize
+from ..core.journal import decode
+from ..core.run import Run
+from ..core.session import check_run_id, new_run_id, open_run
+from . import transport
+from .environments import RankInfo
+
+log = logging.getLogger("tracker")
+
+DEFAULT_CLOSE_TIMEOUT_S = 30.0
+DEFAULT_CONNECT_TIMEOUT_S = 600.0
+
+
+def close_timeout() -> float:
+    """How long closing waits for other ranks (TRACKER_RANK_CLOSE_TIMEOUT, seconds)."""
+    return float(os.environ.get("TRACKER_RANK_CLOSE_TIMEOUT", DEFAULT_CLOSE_TIMEOUT_S))
+
+
+def derived_run_id(job_id: str, project: str, name: str | None) -> str:
+    digest = hashlib.sha256(f"{job_id}\0{project}\0{name or ''}".encode()).hexdigest()
+    return "j" + digest[:15]
+
+
+def _usable_job_id(info: RankInfo) -> str | None:
+    # torchrun's static rendezvous reports the literal run id "none": not an id at all.
+    if info.job_id and info.job_id.rpartition(":")[2] not in ("", "none", "None"):
+        return info.job_id
+    return None
+
+
+class _Link:
+    """Finds the job's store and builds the gloo link, on the thread that will use it."""
+
+    def __init__(self, info: RankInfo, run_id: str, store: Any | None) -> None:
+        self.info = info
+        self.run_id = run_id
+        self.store = store
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        self.prefix = f"tracker/{run_id}/{restart}/link/"
+
+    def connect(self, stop: threading.Event) -> transport.GlooLink | None:
+        store = self.store
+        deadline = time.monotonic() + DEFAULT_CONNECT_TIMEOUT_S
+        while store is None:
+            # init_run came before init_process_group: wait for the script to start it.
+            store = transport.job_store(self.info.world_size, DEFAULT_CONNECT_TIMEOUT_S)
+            if store is None:
+                if stop.wait(0.2) or time.monotonic() > deadline:
+                    return None
+        return transport.GlooLink(
+            store, self.prefix, self.info.rank, self.info.world_size, DEFAULT_CONNECT_TIMEOUT_S
+        )
+
+
+def _store_now(info: RankInfo) -> Any | None:
+    if transport.horovod_initialized():
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            # A collective: every rank calls init_run at the same point, so it lines up.
+            return transport.horovod_store(info.rank, info.world_size, DEFAULT_CONNECT_TIMEOUT_S)
+    return transport.job_store(info.world_size, DEFAULT_CONNECT_TIMEOUT_S)
+
+
+def _agree_on_run_id(
+    info: RankInfo, run_id: str | None, project: str, name: str | None, store: Any | None
+) -> str:
+    if run_id is not None:
+        return check_run_id(run_id)
+    job_id = _usable_job_id(info)
+    if job_id is not None:
+        return derived_run_id(job_id, project, name)
+    if store is not None:
+        key = f"tracker/run-id/{project}/{name or ''}"
+        if info.rank == 0:
+            # compare_set keeps an id an earlier attempt of this job already chose.
+            return store.compare_set(key, "", new_run_id()).decode()
+        return store.get(key).decode()
+    raise RuntimeError(
+        f"tracker.init_run on rank {info.rank} of {info.world_size}: the ranks cannot agree "
+        "on a run id: the launcher gives no job id and no torch.distributed store is "
+        "reachable yet. Call init_run after init_process_group (or hvd.init()), or pass "
+        "the same run_id= on every rank."
+    )
+
+
+def _where(info: RankInfo) -> dict[str, Any]:
+    """Where this rank runs; stored under ranks/<rank>/ (a non-writer's Shipper prefixes)."""
+    fields: dict[str, Any] = {
+        "local_rank": info.local_rank,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    if info.node_rank is not None:
+        fields["node_rank"] = info.node_rank
+    return fields
+
+
+# -- the writer rank ----------------------------------------------------------------------
+
+
+class WriterRun(Run):
+    """Rank 0's run: a normal run plus the gatherer of the other ranks' operations."""
+
+    _gatherer: Gatherer
+
+    def close(self, status: str = "finished", *, error: str | None = None) -> None:
+        if self._closed:
+            return
+        gatherer = getattr(self, "_gatherer", None)
+        if gatherer is not None:
+            gatherer.finish(close_timeout())
+            if gatherer.failed and status != "failed":
+                failed = ", ".join(str(r) for r in sorted(gatherer.failed))
+                error = error or f"rank(s) {failed} failed; see ranks/<rank>/traceback"
+                status = "failed"
+        super().close(status, error=error)
+
+
+class Gatherer:
+    """Rank 0's thread: receives every other rank's batches and queues them into the run."""
+
+    def __init__(self, run: Run, link: _Link) -> None:
+        self.run = run
+        self.link = link
+        self.failed: dict[int, str] = {}
+        self._remaining = set(range(1, link.info.world_size))
+        self._done = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="tracker-gatherer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        try:
+            gloo = self.link.connect(self._stop)
+            if gloo is None:
+                warnings.warn(
+                    "tracker: rank 0 never reached the other ranks (no torch.distributed "
+                    "store appeared); their metrics are not in the run",
+                    RuntimeWarning,
+                    stacklevel=1,
+                )
+                return
+            while self._remaining:
+                source, kind, payload = gloo.receive()
+                if payload:
+                    self._ingest(source, decode(payload))
+                if kind == transport.BYE:
+                    self._remaining.discard(source)
+        except Exception as exc:  # noqa: BLE001 - a lost rank must not take the run down
+            if not self._stop.is_set():
+                missing = ", ".join(str(r) for r in sorted(self._remaining))
+                warnings.warn(
+                    f"tracker: lost contact with rank(s) {missing}: {exc}; what they sent "
+                    "before is in the run",
+                    RuntimeWarning,
+                    stacklevel=1,
+                )
+        finally:
+            self._done.set()
+
+    def _ingest(self, source: int, ops: list[Any]) -> None:
+        for op in ops:
+            if op[0] == "rank_status":
+                _, status, ts, error = op
+                self.run._ingest(("set", f"ranks/{source}/status", "str", status, ts))
+                if error:
+                    self.run._ingest(("set", f"ranks/{source}/traceback", "str", error, ts))
+                if status == "failed":
+                    self.failed[source] = error or ""
+            else:
+                self.run._ingest(op)
+
+    def finish(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) for every rank's goodbye, then stop listening."""
+        if not self._done.wait(timeout):
+            missing = ", ".join(str(r) for r in sorted(self._remaining))
+            warnings.warn(
+                f"tracker: rank(s) {missing} did not finish within {timeout:g}s of rank 0 "
+                "closing the run (TRACKER_RANK_CLOSE_TIMEOUT); closing without them",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        self._stop.set()
+
+
+# -- the other ranks ----------------------------------------------------------------------
+
+
+class Shipper:
+    """The writer of a non-writer rank: batches its ops and sends them to rank 0."""
+
+    def __init__(self, info: RankInfo, link: _Link, flush_interval: float = 0.5) -> None:
+        self.info = info
+        self.link = link
+        self.queue: collections.deque[Any] = collections.deque()
+        self.flush_interval = flush_interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._closing = False
+        self._cv = threading.Condition()
+        self._requested = 0
+        self._done = 0
+        self._gone = False
+        self._thread = threading.Thread(target=self._loop, name="tracker-shipper", daemon=True)
+        self._thread.start()
+
+    def submit_sync(self, op: Any) -> None:  # sync mode behaves as async off the writer
+        self.queue.append(op)
+
+    def _loop(self) -> None:
+        gloo = None
+        try:
+            gloo = self.link.connect(self._stop)
+            if gloo is None:
+                return
+            while True:
+                self._wake.wait(self.flush_interval)
+                self._wake.clear()
+                with self._cv:
+                    requested = self._requested
+                closing = self._closing
+                ops = self._drain()
+                if closing:
+                    gloo.send(transport.BYE, _encode(ops))
+                    return
+                if ops:
+                    gloo.send(transport.DATA, _encode(ops))
+                with self._cv:
+                    self._done = requested
+                    self._cv.notify_all()
+        except Exception as exc:  # noqa: BLE001 - never take the training loop down
+            warnings.warn(
+                f"tracker: rank {self.info.rank} cannot send to rank 0 ({exc}); its later "
+                "metrics are not recorded",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+        finally:
+            self._gone = True
+            with self._cv:
+                self._done = self._requested
+                self._cv.notify_all()
+
+    def _drain(self) -> list[Any]:
+        popleft = self.queue.popleft
+        raw = [popleft() for _ in range(len(self.queue))]
+        rank = self.info.rank
+        out: list[Any] = []
+        for op in columnize(raw, rank):
+            tag = op[0]
+            if tag == "set":
+                out.append(("set", f"ranks/{rank}/{op[1]}", *op[2:]))
+            elif tag == "file":
+                out.append(("file", f"ranks/{rank}/{op[1]}", op[2]))
+            elif tag == "status":
+                out.append(("rank_status", op[1], op[2], op[3]))
+            else:
+                out.append(op)
+        return out
+
+    def flush(self, timeout: float | None = None) -> None:
+        with self._cv:
+            self._requested += 1
+            target = self._requested
+        self._wake.set()
+        with self._cv:
+            self._cv.wait_for(lambda: self._done >= target or self._gone, timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        self._closing = True
+        self._wake.set()
+        self._thread.join(close_timeout() if timeout is None else timeout)
+        self._stop.set()
+
+
+def _encode(ops: list[Any]) -> bytes:
+    import pickle
+
+    return pickle.dumps(ops, protocol=5) if ops else b""
+
+
+# -- entry point --------------------------------------------------------------------------
+
+
+def open_distributed_run(info: RankInfo, *, project: str, name: str | None, run_id: str | None,
+                         mode: str, **kwargs: Any) -> Run:
+    """Open this rank's ``Run`` of a job of ``info.world_size`` processes."""
+    store = None if mode == "disabled" else _store_now(info)
+    run_id = _agree_on_run_id(info, run_id, project, name, store)
+    if info.rank == 0:
+        run = open_run(project, name=name, run_id=run_id, mode=mode, run_class=WriterRun,
+                       extra_fields={
+                           **{f"ranks/0/{k}": v for k, v in _where(info).items()},
+                           "job/world_size": info.world_size,
+                       },
+                       **kwargs)
+        run.rank, run.world_size, run.is_writer = 0, info.world_size, True
+        if mode != "disabled":
+            run._gatherer = Gatherer(run, _Link(info, run_id, store))
+        return run
+    if mode == "disabled":
+        return open_run(project, name=name, run_id=run_id, mode="disabled")
+    shipper = Shipper(info, _Link(info, run_id, store))
+    run = Run(
+        run_id=run_id,
+        project=project,
+        name=name,
+        writer=shipper,
+        rank=info.rank,
+        world_size=info.world_size,
+        is_writer=False,
+    )
+    run._assign_many(_where(info))
+    tags = kwargs.get("tags")
+    if tags:
+        run.add_tags(*tags)
+    return run
