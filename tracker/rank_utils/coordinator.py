@@ -321,12 +321,14 @@ def open_distributed_run(info: RankInfo, *, project: str, name: str | None, run_
     store = None if mode == "disabled" else _store_now(info)
     run_id = _agree_on_run_id(info, run_id, project, name, store)
     if info.rank == 0:
-        run = open_run(project, name=name, run_id=run_id, mode=mode, run_class=WriterRun,
-                       extra_fields={
-                           **{f"ranks/0/{k}": v for k, v in _where(info).items()},
-                           "job/world_size": info.world_size,
-                       },
-                       **kwargs)
+        kwargs["extra_fields"] = {
+            **(kwargs.get("extra_fields") or {}),
+            **{f"ranks/0/{k}": v for k, v in _where(info).items()},
+            "job/world_size": info.world_size,
+        }
+        run = open_run(
+            project, name=name, run_id=run_id, mode=mode, run_class=WriterRun, **kwargs
+        )
         run.rank, run.world_size, run.is_writer = 0, info.world_size, True
         if mode != "disabled":
             run._gatherer = Gatherer(run, _Link(info, run_id, store))
