@@ -15,7 +15,9 @@ import tracker
 
 from ..conftest import python_env
 
-pytest.importorskip("transformers", reason="needs transformers (pip install 'tracker[transformers]')")
+pytest.importorskip(
+    "transformers", reason="needs transformers (pip install 'tracker[transformers]')"
+)
 pytest.importorskip("accelerate", reason="needs accelerate (pip install 'tracker[transformers]')")
 pytest.importorskip("torch", reason="needs torch")
 pytestmark = pytest.mark.distributed
@@ -81,7 +83,9 @@ def test_torchrun_two_processes_one_run(tmp_path: Path, store: str) -> None:
     assert r["config/training_args/report_to"].fetch() in ("[tracker]", "[]")
     # Per-rank step figures from both ranks, through the coordinator.
     for rank in (0, 1):
-        assert list(r["per_rank/step_time"].fetch_values(rank=rank).step) == list(range(1, STEPS + 1))
+        assert list(r["per_rank/step_time"].fetch_values(rank=rank).step) == list(
+            range(1, STEPS + 1)
+        )
         assert min(r["per_rank/samples_per_second"].fetch_values(rank=rank).value) > 0
 
 

@@ -23,7 +23,16 @@ STEPS = 4
 
 def test_ddp_one_run_with_per_rank_figures(tmp_path: Path, store: str) -> None:
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--store", store, "--root", str(tmp_path), "--steps", str(STEPS)],
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--store",
+            store,
+            "--root",
+            str(tmp_path),
+            "--steps",
+            str(STEPS),
+        ],
         env=python_env(OMP_NUM_THREADS="1", TRACKER_RANK_CLOSE_TIMEOUT="10"),
         capture_output=True,
         text=True,

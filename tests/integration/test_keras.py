@@ -193,13 +193,40 @@ import tensorflow as tf
 
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 import keras
+import keras.src.backend.tensorflow.trainer as tf_trainer
+from keras.src import tree
+
+# Keras 3.15 on TensorFlow 2.21 cannot fit under MultiWorkerMirroredStrategy as shipped:
+# it reduces the whole (x, y) batch as one value when building the model, and reduces
+# scalar metrics along axis 0. Both are patched to reduce each tensor over replicas.
+def _mean_over_replicas(value):
+    if isinstance(value, tf.distribute.DistributedValues):
+        return strategy.reduce("MEAN", value, axis=None)
+    return value
+
+def _symbolic_build(self, iterator=None, data_batch=None):
+    if iterator is not None:
+        for _, _, it in iterator:
+            data_batch = tree.map_structure(_mean_over_replicas, next(it))
+            break
+    with self.distribute_strategy.scope():
+        self._symbolic_build(data_batch=data_batch)
+
+_reduce_per_replica = tf_trainer.reduce_per_replica
+
+def _reduce(values, strategy, reduction):
+    if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
+        return tree.map_structure(_mean_over_replicas, values)
+    return _reduce_per_replica(values, strategy, reduction)
+
+tf_trainer.TensorFlowTrainer._maybe_symbolic_build = _symbolic_build
+tf_trainer.reduce_per_replica = _reduce
+
 from tracker.integrations.keras import TrackerCallback
 
 x = np.random.default_rng(0).random((64, 4), dtype=np.float32)
 y = x.sum(axis=1, keepdims=True)
-options = tf.data.Options()
-options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16).with_options(options)
+data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
 with strategy.scope():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")

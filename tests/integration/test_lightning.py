@@ -164,9 +164,9 @@ def test_failed_fit_closes_run_as_failed(tmp_path: Path, store: str) -> None:
 def test_resume_from_checkpoint_continues_the_same_run(tmp_path: Path, store: str) -> None:
     every_two = ModelCheckpoint(every_n_train_steps=2, save_top_k=-1, dirpath=str(tmp_path / "c"))
     first = TrackerLogger(project="lit", store=store)
-    _trainer(tmp_path, first, callbacks=[every_two], val_check_interval=None, limit_val_batches=0).fit(
-        Model()
-    )
+    _trainer(
+        tmp_path, first, callbacks=[every_two], val_check_interval=None, limit_val_batches=0
+    ).fit(Model())
     at_step_2 = str(tmp_path / "c" / "epoch=0-step=2.ckpt")
     assert os.path.exists(at_step_2)
 
@@ -188,7 +188,11 @@ def test_resume_from_checkpoint_continues_the_same_run(tmp_path: Path, store: st
     assert second.version == first.version
     runs = tracker.list_runs(store=store)
     assert [row["id"] for row in runs] == [first.version]
-    steps = list(tracker.read_run(first.version, project="lit", store=store)["train_loss"].fetch_values().step)
+    steps = list(
+        tracker.read_run(first.version, project="lit", store=store)["train_loss"]
+        .fetch_values()
+        .step
+    )
     assert steps == sorted(set(steps)) == [0, 1, 2, 3, 4, 5]
 
 
@@ -328,7 +332,9 @@ class LazyInitExperimentCheck(Callback):
 
 
 class RankZeroLoggerCheck(Callback):
-    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
+    ) -> None:
         is_dummy = isinstance(trainer.logger.experiment, DummyExperiment)
         if trainer.is_global_zero:
             assert not is_dummy

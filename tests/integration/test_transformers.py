@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("transformers", reason="needs transformers (pip install 'tracker[transformers]')")
+pytest.importorskip(
+    "transformers", reason="needs transformers (pip install 'tracker[transformers]')"
+)
 pytest.importorskip("accelerate", reason="needs accelerate (pip install 'tracker[transformers]')")
 torch = pytest.importorskip("torch", reason="needs torch")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,7 +38,11 @@ class Tokens(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         ids = torch.randint(1, 100, (8,), generator=torch.Generator().manual_seed(i))
-        return {"input_ids": ids, "attention_mask": torch.ones(8, dtype=torch.long), "labels": int(ids[0] % 2)}
+        return {
+            "input_ids": ids,
+            "attention_mask": torch.ones(8, dtype=torch.long),
+            "labels": int(ids[0] % 2),
+        }
 
 
 def _model() -> BertForSequenceClassification:
@@ -155,7 +161,11 @@ def test_train_records_config_logs_flos_checkpoints_and_closes(tmp_path: Path, s
         assert ref["uri"] == directory.resolve().as_uri()
         assert ref["size"] == sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
         assert ref["hash"] == _sha256_tree(directory)
-        eval_loss = [e["eval_loss"] for e in trainer.state.log_history if e.get("step") == step and "eval_loss" in e]
+        eval_loss = [
+            e["eval_loss"]
+            for e in trainer.state.log_history
+            if e.get("step") == step and "eval_loss" in e
+        ]
         assert r[f"checkpoints/checkpoint-{step}/score"].fetch() == pytest.approx(eval_loss[0])
         assert r[f"checkpoints/checkpoint-{step}/monitor"].fetch() == "eval_loss"
     assert r["checkpoints/best"].fetch() == os.path.abspath(trainer.state.best_model_checkpoint)
@@ -196,3 +206,46 @@ def test_existing_run_is_flushed_not_closed(tmp_path: Path, store: str) -> None:
     r = tracker.read_run(run.id, project="hf", store=store)
     assert r["after"].fetch() == 1
     assert len(r["train/loss"].fetch_values()) == 2
+
+
+def test_a_crashing_training_leaves_the_run_failed(tmp_path: Path, store: str) -> None:
+    """transformers has no exception hook for callbacks; the process's end closes the run."""
+    import subprocess
+    import textwrap
+
+    from tests.conftest import PYTHON, python_env
+
+    script = tmp_path / "crash.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            sys.path.insert(0, {str(Path(__file__).parent)!r})
+            from transformers import Trainer, TrainerCallback
+            from test_transformers import Tokens, _args, _model
+            from tracker.integrations.transformers import TrackerCallback
+            from pathlib import Path
+
+            class Boom(TrainerCallback):
+                def on_step_end(self, args, state, control, **kwargs):
+                    if state.global_step == 2:
+                        raise RuntimeError("boom")
+
+            callbacks = [TrackerCallback(project="hf", store={store!r}), Boom()]
+            args = _args(Path({str(tmp_path)!r}), eval_strategy="no", save_strategy="no")
+            Trainer(model=_model(), args=args, train_dataset=Tokens(), callbacks=callbacks).train()
+            """
+        )
+    )
+    done = subprocess.run(
+        [PYTHON, str(script)],
+        env=python_env(HF_HUB_OFFLINE="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0 and "boom" in done.stderr
+    [row] = tracker.list_runs(project="hf", store=store)
+    assert row["status"] == "failed"
+    r = tracker.read_run(row["id"], project="hf", store=store)
+    assert list(r["train/loss"].fetch_values().step) == [1]

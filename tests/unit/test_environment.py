@@ -164,6 +164,14 @@ def test_packages_from_metadata() -> None:
         assert isinstance(env[key], str) and env[key]
 
 
+def test_package_versions_agree_with_importlib_metadata() -> None:
+    names = sorted({d.metadata["Name"] for d in importlib.metadata.distributions()} - {None})
+    assert names, "no distributions installed?"
+    env = capture_environment(extra_packages=names)
+    for name in names:
+        assert env.get(f"packages/{name}") == importlib.metadata.version(name), name
+
+
 def test_packages_are_not_imported() -> None:
     # Look for one of the key packages that is installed but not imported yet.
     candidates = ["torch", "tensorflow", "transformers", "xgboost", "optuna", "sklearn"]

@@ -127,3 +127,15 @@ def test_import_tracker_imports_no_ml_framework() -> None:
         [PYTHON, "-c", code], env=python_env(), capture_output=True, text=True, check=True
     ).stdout.splitlines()
     assert out[1] == "", f"import tracker pulled in: {out[1]}"
+
+
+def test_batches_from_another_rank_arriving_together_keep_their_order(store: str) -> None:
+    """Two shipments of one rank applied in one writer batch must not interleave."""
+    with tracker.init_run(project="p", store=store, system_metrics=False) as run:
+        _gathered(run, 1, [(s, {"loss": float(s)}) for s in range(0, 15)])
+        _gathered(run, 1, [(s, {"loss": float(s)}) for s in range(15, 30)])
+        # and a batch with two key sets, where call order decides what is refused
+        _gathered(run, 2, [(5, {"a": 1.0}), (6, {"a": 2.0, "b": 1.0}), (4, {"a": 9.0})])
+    r = tracker.read_run(run.id, store=store)
+    assert r["loss"].fetch_values(rank=1).step.tolist() == list(range(30))
+    assert r["a"].fetch_values(rank=2).step.tolist() == [5, 6]  # step 4 came last: refused

@@ -236,7 +236,8 @@ def test_fork_reads_parent_points_by_reference(store: str) -> None:
     assert p["loss"].fetch_values().value.tolist() == [float(i) for i in range(10)]
     db = sqlite3.connect(Path(store) / "store.db")
     child_points = db.execute(
-        "SELECT sum(n) FROM chunks JOIN series USING(series_id) WHERE run_id=?", (child.id,)
+        "SELECT sum(n) FROM chunks JOIN series USING(series_id) WHERE run_id=? AND path=?",
+        (child.id, "loss"),
     ).fetchone()[0]
     assert child_points == 2
     with pytest.raises(tracker.RunNotFoundError):

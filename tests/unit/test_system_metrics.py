@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tracker.core.system_metrics import SystemMetricsSampler, gpu_index_for
+from tracker.core.system_metrics import SystemMetricsSampler
 
 CPU_COUNT = os.cpu_count() or 1
 HOST_KEYS = {
@@ -361,24 +361,3 @@ def test_missing_device_is_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _names(fake).count("nvmlShutdown") == 1
     sampler.stop()
     assert _names(fake).count("nvmlShutdown") == 1
-
-
-@pytest.mark.parametrize(
-    ("local_rank", "visible", "expected"),
-    [
-        (0, None, 0),
-        (3, None, 3),
-        (1, "2,3", 3),
-        (0, "3", 3),
-        (1, "3", None),
-        (0, "", None),
-        (0, "-1", None),
-        (1, "0,-1,2", None),
-        (0, "GPU-aaaa,GPU-bbbb", "GPU-aaaa"),
-        (1, "GPU-aaaa, GPU-bbbb", "GPU-bbbb"),
-        (0, "MIG-cccc", "MIG-cccc"),
-    ],
-)
-def test_gpu_index_for(local_rank: int, visible: str | None, expected: int | str | None) -> None:
-    environ = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
-    assert gpu_index_for(local_rank, environ) == expected

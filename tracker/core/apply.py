@@ -7,9 +7,7 @@ for that series is dropped, so applying the same records twice adds nothing.
 
 Operations (tuples of builtin values; see ``core.run`` for who makes them):
 
-    ("cols", rank, keys, steps, ts, values, order)   log calls with one key set, as
-                                         packed int64/float64 columns (see columnize)
-    ("rows", rank, keys, steps, ts, rows, order)     the same for non-float values
+    ("logs", rank, n_calls, groups)           log calls as columns (see batch.py)
     ("set", path, kind, value, ts)            a single value
     ("file", path, info)                      a file reference (dict of uri/size/hash)
     ("tags+", [tags]) / ("tags-", [tags])
@@ -78,10 +76,13 @@ class RunApplier:
         """Apply columnized ``ops`` in one transaction; record ``position`` (segment, end)."""
         with self.store.write() as conn:
             pieces: dict[tuple[str, int], list[Any]] = {}
+            base = 0  # call positions of successive batches follow one another
             for op in ops:
-                tag = op[0]
-                if tag == "cols" or tag == "rows":
-                    _collect_pieces(op, pieces)
+                if op[0] == "logs":
+                    _, rank, n_calls, groups = op
+                    for group in groups:
+                        _collect_pieces(group, rank, base, pieces)
+                    base += n_calls
                 else:
                     self._apply_other(conn, op)
             if pieces:
@@ -209,9 +210,7 @@ class RunApplier:
             steps, col, ts, _ = plist[0]
         else:
             # Pieces from several key sets: restore the order of the calls.
-            order = np.concatenate(
-                [p[3] if p[3] is not None else np.arange(len(p[0])) for p in plist]
-            )
+            order = np.concatenate([p[3] for p in plist])
             perm = np.argsort(order, kind="stable")
             steps = np.concatenate([p[0] for p in plist])[perm]
             ts = np.concatenate([p[2] for p in plist])[perm]
@@ -302,19 +301,21 @@ def recorded_offsets(store: Store, run_id: str) -> dict[str, int]:
     return dict(rows)
 
 
-def _collect_pieces(op: Any, pieces: dict[tuple[str, int], list[Any]]) -> None:
-    if op[0] == "cols":
-        _, rank, keys, steps_b, ts_b, vals_b, order_b = op
+def _collect_pieces(
+    group: Any, rank: int, base: int, pieces: dict[tuple[str, int], list[Any]]
+) -> None:
+    if group[0] == "cols":
+        _, keys, steps_b, ts_b, vals_b, order_b = group
         steps = np.frombuffer(steps_b, dtype=np.int64)
         ts = np.frombuffer(ts_b, dtype=np.float64)
-        matrix = np.frombuffer(vals_b, dtype=np.float64).reshape(len(steps), len(keys))
-        order = None if order_b is None else np.frombuffer(order_b, dtype=np.int64)
-        for j, path in enumerate(keys):
-            pieces.setdefault((path, rank), []).append((steps, matrix[:, j], ts, order))
+        columns: Any = np.frombuffer(vals_b, dtype=np.float64).reshape(len(steps), len(keys)).T
+        order = np.arange(len(steps)) if order_b is None else np.frombuffer(order_b, np.int64)
     else:
-        _, rank, keys, steps_l, ts_l, rows, order_l = op
+        _, keys, steps_l, ts_l, rows, order_l = group
         steps = np.array(steps_l, dtype=np.int64)
         ts = np.array(ts_l, dtype=np.float64)
-        order = None if order_l is None else np.array(order_l, dtype=np.int64)
-        for j, path in enumerate(keys):
-            pieces.setdefault((path, rank), []).append((steps, [r[j] for r in rows], ts, order))
+        columns = [[r[j] for r in rows] for j in range(len(keys))]
+        order = np.arange(len(steps)) if order_l is None else np.array(order_l, np.int64)
+    order = order + base
+    for j, path in enumerate(keys):
+        pieces.setdefault((path, rank), []).append((steps, columns[j], ts, order))

@@ -6,11 +6,13 @@ what the journal records and what ``apply`` consumes; packed columns are far che
 write, fsync and replay than the dicts themselves. Deferred values (accelerator
 tensors) are read here, off the training thread.
 
-    ("cols", rank, keys, steps, ts, values, order)   float values, packed
-    ("rows", rank, keys, steps, ts, rows, order)     anything else (str series)
+    ("logs", rank, n_calls, [group, ...]), each group one of
+        ("cols", keys, steps, ts, values, order)   float values, packed
+        ("rows", keys, steps, ts, rows, order)     anything else (str series)
 
 ``order`` gives each row's position among the batch's calls when a batch has several
-key sets, so a series fed by two key sets keeps the order of the calls.
+key sets (None: rows are the calls in order), so a series fed by two key sets keeps
+the order of the calls.
 """
 
 from __future__ import annotations
@@ -64,11 +66,11 @@ def columnize(ops: list[Any], rank: int = 0) -> list[Any]:
         else:
             out.append(op)
     if calls:
-        out.extend(_columns(calls, rank))
+        out.append(("logs", rank, len(calls), _columns(calls)))
     return out
 
 
-def _columns(calls: list[Any], rank: int) -> list[Any]:
+def _columns(calls: list[Any]) -> list[Any]:
     datas = list(map(itemgetter(2), calls))
     first = list(datas[0])
     if all(map(first.__eq__, map(list, datas))):
@@ -99,7 +101,7 @@ def _columns(calls: list[Any], rank: int) -> list[Any]:
             )
         except (TypeError, ValueError):
             rows = [list(d.values()) for d in map(itemgetter(2), group)]
-            out.append(("rows", rank, keys, steps.tolist(), ts.tolist(), rows, order))
+            out.append(("rows", keys, steps.tolist(), ts.tolist(), rows, order))
             continue
-        out.append(("cols", rank, keys, steps.tobytes(), ts.tobytes(), vals.tobytes(), order_b))
+        out.append(("cols", keys, steps.tobytes(), ts.tobytes(), vals.tobytes(), order_b))
     return out

@@ -21,44 +21,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["SystemMetricsSampler", "gpu_index_for"]
+__all__ = ["SystemMetricsSampler"]
 
 logger = logging.getLogger(__name__)
 
 _MB = 1024 * 1024
-
-
-def gpu_index_for(local_rank: int, environ: Mapping[str, str] | None = None) -> int | str | None:
-    """Return the NVML index or UUID of the GPU that ``local_rank`` uses, or None.
-
-    ``CUDA_VISIBLE_DEVICES`` renumbers devices, so local rank 1 with ``"2,3"`` is NVML
-    device 3, and with UUIDs listed it is that UUID. None means no GPU for this rank.
-    This assumes CUDA and NVML number devices the same way (PCI bus order), which holds
-    on machines with one kind of GPU or with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``.
-
-    >>> gpu_index_for(1, {"CUDA_VISIBLE_DEVICES": "2,3"})
-    3
-    """
-    env = os.environ if environ is None else environ
-    visible = env.get("CUDA_VISIBLE_DEVICES")
-    if visible is None:
-        return local_rank
-    entries = [e.strip() for e in visible.split(",") if e.strip()]
-    # CUDA ignores everything from the first invalid entry on, e.g. "0,-1,2" is just "0".
-    usable: list[int | str] = []
-    for entry in entries:
-        if entry.isdigit():
-            usable.append(int(entry))
-        elif entry.startswith(("GPU-", "MIG-")):
-            usable.append(entry)
-        else:
-            break
-    if not 0 <= local_rank < len(usable):
-        return None
-    return usable[local_rank]
 
 
 class _PsutilReader:
@@ -249,7 +219,7 @@ class SystemMetricsSampler:
     ``sys/process/threads``, ``sys/host/cpu_percent`` (100 = all cores busy),
     ``sys/host/ram_used_percent``, ``sys/host/ram_used_mb`` and, when NVML can read the
     device ``gpu_index`` (an NVML index or a ``GPU-``/``MIG-`` UUID, see
-    :func:`gpu_index_for`), ``sys/gpu/utilization_percent``, ``sys/gpu/memory_used_mb``,
+    ``tracker.rank_utils.devices.gpu_index_for``), ``sys/gpu/utilization_percent``, ``sys/gpu/memory_used_mb``,
     ``sys/gpu/memory_percent``, ``sys/gpu/power_w`` and ``sys/gpu/temperature_c``.
     CPU percentages need two readings, so the very first reading has none.
 

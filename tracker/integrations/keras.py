@@ -80,7 +80,7 @@ class TrackerCallback(keras.callbacks.Callback):
         if self._given_run is not None:
             self.run = self._given_run
         elif detect_rank().rank == 0:
-            self.run = tracker.init_run(self._project, **self._init_kwargs)
+            self.run = _open_run(self._project, self._init_kwargs)
         else:
             self.run = None
         self._epoch_start = 0
@@ -159,6 +159,20 @@ class TrackerCallback(keras.callbacks.Callback):
         run, self.run = self.run, None
         if run is not None and run is not self._given_run:
             run.close("finished")
+
+
+def _open_run(project: str | None, kwargs: dict[str, Any]) -> tracker.Run:
+    """Open a run that this process writes alone."""
+    if detect_rank().world_size == 1:
+        return tracker.init_run(project, **kwargs)
+    # The framework already reduced the metrics and made this process the only writer.
+    # init_run on one rank of a multi-process job waits for the other ranks to join its
+    # coordinator, which they never do here, so open the run as one process would.
+    from tracker.core.secrets import mask_secrets
+    from tracker.core.session import open_run
+
+    kwargs = {k: v for k, v in kwargs.items() if k != "system_metrics"}
+    return open_run(project, mask=mask_secrets, **kwargs)
 
 
 def _round_up(value: int, multiple: int) -> int:

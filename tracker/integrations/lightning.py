@@ -60,7 +60,13 @@ class TrackerLogger(_Logger):
     ``experiment`` is the ``Run`` on the writing rank and Lightning's no-op stand-in on the
     others, as Lightning expects; ``logger.run`` is the ``Run`` on every rank.
     Checkpoints land in ``save_dir/<project>/<run id>/checkpoints`` (``save_dir`` defaults
-    to the Trainer's ``default_root_dir``); they are recorded as references, never copied.
+    to the Trainer's ``default_root_dir``); they are recorded as references, never copied,
+    and carry the run id, so ``trainer.fit(model, ckpt_path=...)`` continues the same run.
+
+    ``prefix`` is put before every metric name (``prefix/name``); ``per_rank=False`` turns
+    off the per-rank figures (``per_rank/step_time``, ``per_rank/samples_per_second``,
+    ``per_rank/train_loss``, logged by every rank at Lightning's step). Other keyword
+    arguments (``mode=``, ``config=``, ...) go to ``tracker.init_run``.
     """
 
     def __init__(
@@ -142,16 +148,18 @@ class TrackerLogger(_Logger):
         created (continuing the checkpoint's run when resuming) and where the per-rank
         callback joins the Trainer.
         """
-        if self._run is None:
+        if self._callback is None:
             trainer, ckpt_path, weights_only = _running_trainer()
             if trainer is not None:
                 self._attach(trainer)
-                if ckpt_path and self._run_id is None:
+                if self._run is None and ckpt_path and self._run_id is None:
                     self._run_id = _run_id_from_checkpoint(ckpt_path, weights_only)
         run = self.run
         return run if run.is_writer else _DummyExperiment()
 
-    def log_hyperparams(self, params: Mapping[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+    def log_hyperparams(
+        self, params: Mapping[str, Any] | Namespace, *args: Any, **kwargs: Any
+    ) -> None:
         if isinstance(params, Namespace):
             params = vars(params)
         run = self.run
@@ -231,7 +239,7 @@ class TrackerLogger(_Logger):
     # -- wiring -----------------------------------------------------------------------------
 
     def _attach(self, trainer: Any) -> None:
-        if not self._per_rank or self._callback is not None:
+        if self._callback is not None:
             return
         if any(isinstance(cb, _RankFigures) and cb.logger is self for cb in trainer.callbacks):
             return
@@ -255,7 +263,11 @@ class _RankFigures(_Callback):
     def state_key(self) -> str:
         return _STATE_KEY
 
-    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not self.logger._per_rank:
+            return
         self._step = trainer.global_step
         self._started = time.perf_counter()
 
@@ -302,7 +314,10 @@ def _running_trainer() -> tuple[Any, Any, Any]:
     weights_only)``, all None when the experiment is touched outside ``Trainer`` (then
     ``log_graph`` attaches the callback later, and no checkpoint is consulted).
     """
-    frame = sys._getframe(2)
+    try:
+        frame = sys._getframe(2)
+    except ValueError:  # called from the top of the stack: no Trainer above
+        return None, None, None
     for _ in range(12):
         if frame is None:
             break

@@ -22,7 +22,12 @@ from tracker.integrations import _hf_hook
 __all__ = ["TrackerCallback"]
 
 # The last on_log of a training run carries these totals instead of per-step values.
-_SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos")
+_SUMMARY_KEYS = (
+    "train_runtime",
+    "train_samples_per_second",
+    "train_steps_per_second",
+    "total_flos",
+)
 
 
 class TrackerCallback(TrainerCallback):
@@ -93,7 +98,9 @@ class TrackerCallback(TrainerCallback):
             run["config"] = config
         return run
 
-    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any
+    ) -> None:
         self._open(args, model)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -111,7 +118,13 @@ class TrackerCallback(TrainerCallback):
         self._open(args).log(figures, step=state.global_step)
 
     def on_log(
-        self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, model: Any = None, **kwargs: Any
+        self,
+        args: Any,
+        state: Any,
+        control: Any,
+        logs: Mapping[str, Any] | None = None,
+        model: Any = None,
+        **kwargs: Any,
     ) -> None:
         run = self._open(args, model)
         if not run.is_writer or not logs:
@@ -119,7 +132,9 @@ class TrackerCallback(TrainerCallback):
         if "train_runtime" in logs:
             # The end-of-training totals: single values, not one-point series.
             run["summary"] = {
-                k: v for k, v in logs.items() if isinstance(v, int | float) and not isinstance(v, bool)
+                k: v
+                for k, v in logs.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
             }
             return
         series = {}

@@ -9,7 +9,6 @@ Importing this module imports XGBoost; ``import tracker`` never imports it.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from collections.abc import Mapping
@@ -78,9 +77,8 @@ class TrackerCallback(TrainingCallback):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TrackerCallback:
         # sklearn's clone() deep-copies estimator params; the copy logs to the same run.
-        new = copy.copy(self)
-        new.run = None
-        new._history = {}
+        new = self.__class__.__new__(self.__class__)
+        new.__dict__.update(self.__dict__, run=None, _history={})
         return new
 
     def __getstate__(self) -> dict[str, Any]:
@@ -108,7 +106,7 @@ class TrackerCallback(TrainingCallback):
         elif self._given_run is not None:
             self.run = self._given_run
         else:
-            self.run = tracker.init_run(self._project, **self._init_kwargs)
+            self.run = _open_run(self._project, self._init_kwargs)
         if self.run is not None and isinstance(model, xgboost.Booster):
             params = _booster_params(model)
             if params:
@@ -175,6 +173,20 @@ class TrackerCallback(TrainingCallback):
             index = scores.index(pick(scores))
             iteration, score = offset + index, scores[index]
         return {"iteration": iteration, "score": score, "metric": f"{eval_name}/{metric}"}
+
+
+def _open_run(project: str | None, kwargs: dict[str, Any]) -> tracker.Run:
+    """Open a run that this process writes alone."""
+    if detect_rank().world_size == 1:
+        return tracker.init_run(project, **kwargs)
+    # The framework already reduced the metrics and made this process the only writer.
+    # init_run on one rank of a multi-process job waits for the other ranks to join its
+    # coordinator, which they never do here, so open the run as one process would.
+    from tracker.core.secrets import mask_secrets
+    from tracker.core.session import open_run
+
+    kwargs = {k: v for k, v in kwargs.items() if k != "system_metrics"}
+    return open_run(project, mask=mask_secrets, **kwargs)
 
 
 def _first_iteration(model: Any, n_logged: int) -> int:

@@ -70,6 +70,9 @@ class _Link:
         restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         self.prefix = f"tracker/{run_id}/{restart}/link/"
 
+    def release(self) -> None:
+        self.store = None
+
     def connect(self, stop: threading.Event) -> transport.GlooLink | None:
         store = self.store
         deadline = time.monotonic() + DEFAULT_CONNECT_TIMEOUT_S
@@ -189,6 +192,10 @@ class Gatherer:
                     stacklevel=1,
                 )
         finally:
+            # Tear the group and store down here, in a live thread, rather than leave
+            # their C++ threads to interpreter shutdown (which can abort the process).
+            gloo = None  # noqa: F841 - drop our reference before the store goes
+            self.link.release()
             self._done.set()
 
     def _ingest(self, source: int, ops: list[Any]) -> None:
@@ -269,6 +276,8 @@ class Shipper:
                 stacklevel=1,
             )
         finally:
+            gloo = None  # noqa: F841 - drop our reference before the store goes
+            self.link.release()
             self._gone = True
             with self._cv:
                 self._done = self._requested

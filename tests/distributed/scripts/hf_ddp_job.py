@@ -16,7 +16,11 @@ class Tokens(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         ids = torch.randint(1, 100, (8,), generator=torch.Generator().manual_seed(i))
-        return {"input_ids": ids, "attention_mask": torch.ones(8, dtype=torch.long), "labels": int(ids[0] % 2)}
+        return {
+            "input_ids": ids,
+            "attention_mask": torch.ones(8, dtype=torch.long),
+            "labels": int(ids[0] % 2),
+        }
 
 
 def main() -> None:
@@ -26,8 +30,14 @@ def main() -> None:
     parser.add_argument("--explicit", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=16)
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=16,
+    )
     callbacks = []
     if args.explicit:
         from tracker.integrations.transformers import TrackerCallback
@@ -45,10 +55,16 @@ def main() -> None:
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    trainer = Trainer(model=BertForSequenceClassification(config), args=training_args,
-                      train_dataset=Tokens(), callbacks=callbacks)
+    trainer = Trainer(
+        model=BertForSequenceClassification(config),
+        args=training_args,
+        train_dataset=Tokens(),
+        callbacks=callbacks,
+    )
     trainer.train()
-    ours = [cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "TrackerCallback"]
+    ours = [
+        cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "TrackerCallback"
+    ]
     print(f"TRACKER_CALLBACKS {trainer.args.process_index} {len(ours)}", flush=True)
 
 

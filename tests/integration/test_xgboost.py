@@ -1,0 +1,189 @@
+"""XGBoost TrackerCallback: hook-level tests with made-up eval logs, then real trainings."""
+
+from __future__ import annotations
+
+import copy
+import multiprocessing
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+xgb = pytest.importorskip("xgboost", reason="needs xgboost (pip install 'tracker[xgboost]')")
+
+import tracker  # noqa: E402
+from tracker.integrations.xgboost import TrackerCallback  # noqa: E402
+
+
+def _data(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 4))
+    return x, (x[:, 0] + 0.3 * rng.random(n) > 0.6).astype(int)
+
+
+def _booster() -> xgb.Booster:
+    x, y = _data(50)
+    return xgb.train({"max_depth": 2, "objective": "binary:logistic"}, xgb.DMatrix(x, y), 2)
+
+
+def _only_run(store: str):
+    runs = tracker.list_runs(store=store)
+    assert len(runs) == 1, runs
+    return tracker.read_run(runs[0]["id"], store=store)
+
+
+# -- hooks fed made-up eval logs ------------------------------------------------------------
+
+
+def test_hooks_record_params_every_metric_best_and_importance(store: str) -> None:
+    run = tracker.init_run("x", store=store, system_metrics=False)
+    cb = TrackerCallback(run)
+    booster = _booster()
+    cb.before_training(booster)
+    history = {"train": {"logloss": [], "auc": []}, "valid": {"logloss": [], "auc": []}}
+    for epoch, (loss, auc) in enumerate([(0.6, 0.7), (0.4, 0.9), (0.5, 0.8)]):
+        for name in history:
+            history[name]["logloss"].append(loss)
+            history[name]["auc"].append(auc)
+        assert cb.after_iteration(booster, epoch, history) is False
+    cb.after_training(booster)
+    assert run.status == "running"  # a run passed in is the caller's to close
+    run.close()
+    r = tracker.read_run(run.id, store=store)
+    assert r["valid/logloss"].fetch_values().value.tolist() == [0.6, 0.4, 0.5]
+    assert r["train/auc"].fetch_values().step.tolist() == [0, 1, 2]
+    # The last eval set's last metric decides, and larger AUC is better.
+    assert r["best/metric"].fetch() == "valid/auc"
+    assert r["best/score"].fetch() == 0.9
+    assert r["best/iteration"].fetch() == 1
+    assert r["params/max_depth"].fetch() == 2
+    assert r["params/objective"].fetch() == "binary:logistic"
+    assert r["importance/gain/f0"].fetch() > 0
+    assert r["importance/weight/f0"].fetch() >= 1
+
+
+def test_a_worker_other_than_rank_0_never_touches_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xgboost import collective
+
+    monkeypatch.setattr(collective, "is_distributed", lambda: True)
+    monkeypatch.setattr(collective, "get_rank", lambda: 1)
+    monkeypatch.setattr(collective, "get_world_size", lambda: 2)
+    store = tmp_path / "store"
+    cb = TrackerCallback(project="x", store=str(store))
+    booster = _booster()
+    cb.before_training(booster)
+    cb.after_iteration(booster, 0, {"valid": {"logloss": [0.5]}})
+    cb.after_training(booster)
+    assert cb.run is None
+    assert not store.exists()
+
+
+def test_copies_share_the_run_and_a_run_cannot_travel(store: str) -> None:
+    run = tracker.init_run("x", store=store, system_metrics=False)
+    cb = TrackerCallback(run)
+    assert copy.deepcopy(cb)._given_run is run
+    with pytest.raises(TypeError, match="project="):
+        pickle.dumps(cb)
+    clone = pickle.loads(pickle.dumps(TrackerCallback(project="x", store=store)))
+    assert clone._project == "x"
+    run.close()
+
+
+# -- real trainings -------------------------------------------------------------------------
+
+
+def test_train_with_early_stopping_and_a_saved_model(tmp_path: Path, store: str) -> None:
+    x, y = _data()
+    dtrain, dvalid = xgb.DMatrix(x[:150], y[:150]), xgb.DMatrix(x[150:], y[150:])
+    model_file = tmp_path / "model.json"
+    cb = TrackerCallback(project="x", store=store, save_model=model_file, system_metrics=False)
+    booster = xgb.train(
+        {"max_depth": 2, "eta": 0.5, "objective": "binary:logistic", "eval_metric": "logloss"},
+        dtrain,
+        num_boost_round=40,
+        evals=[(dtrain, "train"), (dvalid, "valid")],
+        early_stopping_rounds=3,
+        callbacks=[cb],
+        verbose_eval=False,
+    )
+    r = _only_run(store)
+    assert r.status == "finished"
+    n = booster.num_boosted_rounds()
+    assert r["valid/logloss"].fetch_values().step.tolist() == list(range(n))
+    assert len(r["train/logloss"].fetch_values()) == n
+    assert r["best/iteration"].fetch() == booster.best_iteration
+    assert r["best/score"].fetch() == pytest.approx(booster.best_score)
+    assert r["params/eta"].fetch() == pytest.approx(0.5)
+    assert model_file.exists()
+    assert r["model/file"].fetch()["size"] == model_file.stat().st_size
+
+
+def test_sklearn_estimator_and_clone(store: str) -> None:
+    from sklearn.base import clone
+
+    x, y = _data()
+    run = tracker.init_run("x", store=store, system_metrics=False)
+    clf = xgb.XGBClassifier(n_estimators=5, max_depth=2, callbacks=[TrackerCallback(run)])
+    clone(clf).fit(x[:150], y[:150], eval_set=[(x[150:], y[150:])], verbose=False)
+    run.close()
+    r = tracker.read_run(run.id, store=store)
+    assert r["validation_0/logloss"].fetch_values().step.tolist() == [0, 1, 2, 3, 4]
+    assert r["params/max_depth"].fetch() == 2
+    assert r["best/metric"].fetch() == "validation_0/logloss"
+
+
+# -- two workers of XGBoost's collective ----------------------------------------------------
+
+
+def _worker(worker_args: dict, rank: int, store: str, queue: multiprocessing.Queue) -> None:
+    from xgboost import collective
+
+    with collective.CommunicatorContext(**worker_args):
+        x, y = _data(seed=collective.get_rank())
+        dtrain = xgb.DMatrix(x[:150], y[:150])
+        dvalid = xgb.DMatrix(x[150:], y[150:])
+        result: dict = {}
+        xgb.train(
+            {"max_depth": 2, "objective": "binary:logistic", "eval_metric": "logloss"},
+            dtrain,
+            num_boost_round=4,
+            evals=[(dvalid, "valid")],
+            evals_result=result,
+            callbacks=[TrackerCallback(project="x", store=store, system_metrics=False)],
+            verbose_eval=False,
+        )
+        queue.put((collective.get_rank(), result["valid"]["logloss"]))
+
+
+@pytest.mark.distributed
+def test_two_collective_workers_write_one_run_from_rank_0(store: str) -> None:
+    from xgboost.tracker import RabitTracker
+
+    rabit = RabitTracker(host_ip="127.0.0.1", n_workers=2, timeout=60)
+    rabit.start()
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker, args=(rabit.worker_args(), i, store, queue)) for i in range(2)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        results = dict(queue.get(timeout=120) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    rabit.wait_for(timeout=30)
+    assert all(p.exitcode == 0 for p in procs)
+    # The workers saw the same scores, reduced across both shards; rank 0 wrote them once.
+    assert results[0] == pytest.approx(results[1])
+    r = _only_run(store)
+    assert r.status == "finished"
+    series = r["valid/logloss"].fetch_values()
+    assert series.step.tolist() == [0, 1, 2, 3]
+    assert series.value.tolist() == pytest.approx(results[0])
