@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import io
 import json
 import math
+import os
 import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -35,6 +38,11 @@ from tracker.core import admin
 from tracker.core.errors import TrackerError
 from tracker.core.paths import flatten
 from tracker.core.store import Store
+
+if TYPE_CHECKING:
+    from tracker.core.reader import RunReader, SeriesValues
+
+    Series = list[tuple[str, int, SeriesValues]]
 
 STATUSES = ("running", "finished", "failed", "terminated", "crashed")
 _STATUS_STYLE = {
@@ -61,6 +69,14 @@ class _Group(click.Group):
             raise click.ClickException(
                 f"the store's database cannot be read ({exc}); `tracker doctor` checks it"
             ) from None
+        except BrokenPipeError:
+            # The reader went away (`tracker export RUN | head`): stop quietly. Pointing
+            # stdout at devnull keeps Python's exit-time flush from failing again.
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError, io.UnsupportedOperation):
+                pass
+            ctx.exit(1)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,7 +100,8 @@ def _project_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _console(stderr: bool = False) -> Console:
     # Made per command, so output goes to the sys.stdout of the moment (CliRunner, pipes).
-    return Console(stderr=stderr, highlight=False)
+    # soft_wrap: long message lines stay one line (the terminal wraps them), easy to grep.
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 def _open(store: str | None) -> Store:
@@ -109,10 +126,10 @@ def _statuses(values: Iterable[str]) -> list[str]:
 # -- formatting ----------------------------------------------------------------------------
 
 
-def _when(ts: float | None) -> str:
+def _when(ts: float | None, seconds: bool = True) -> str:
     if ts is None:
         return _MISSING
-    return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+    return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M" + (":%S" if seconds else ""))
 
 
 def _duration(start: float | None, end: float | None, status: str) -> str:
@@ -203,7 +220,11 @@ def _config_columns(rows: list[dict[str, Any]], how_many: int = 3) -> list[str]:
 )
 @_store_option
 def ls_cmd(
-    project: str | None, tags: tuple[str, ...], statuses: tuple[str, ...], limit: int, store: str
+    project: str | None,
+    tags: tuple[str, ...],
+    statuses: tuple[str, ...],
+    limit: int,
+    store: str | None,
 ) -> None:
     """List runs, newest first."""
     rows = tracker.list_runs(
@@ -217,10 +238,14 @@ def ls_cmd(
     config_keys = _config_columns(shown)
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("id", no_wrap=True, min_width=max(len(r["id"]) for r in shown))
-    for name in ("name", "project", "status", "created", "duration", "tags"):
-        table.add_column(name, no_wrap=name in ("status", "created", "duration"))
+    for name in ("name", "project"):
+        longest = max(len(name), *(len(r[name] or "") for r in shown))
+        table.add_column(name, min_width=min(longest, 12), overflow="fold")
+    for name in ("status", "created", "duration"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("tags", overflow="fold")
     for key in config_keys:
-        table.add_column(key, overflow="fold")
+        table.add_column(key, overflow="fold", max_width=24)
     for row in shown:
         config = flatten(row["config"])
         table.add_row(
@@ -228,7 +253,7 @@ def ls_cmd(
             row["name"] or "",
             row["project"],
             _status(row["status"]),
-            _when(row["created_at"]),
+            _when(row["created_at"], seconds=False),
             _duration(row["created_at"], row["ended_at"], row["status"]),
             ", ".join(row["tags"]),
             *(_value(config[k], limit=30) if k in config else "" for k in config_keys),
@@ -241,7 +266,7 @@ def ls_cmd(
 # -- show ----------------------------------------------------------------------------------
 
 
-def _series_keys(run: Any, store: Store) -> list[tuple[str, int]]:
+def _series_keys(run: RunReader, store: Store) -> list[tuple[str, int]]:
     """(path, rank) of every series the run holds, its fork ancestors' included."""
     keys = {(s["path"], s["rank"]) for s in run.series_summary()}
     parent, seen = run.parent, {run.id}
@@ -256,7 +281,7 @@ def _series_keys(run: Any, store: Store) -> list[tuple[str, int]]:
     return sorted(keys)
 
 
-def _series_stats(run: Any, path: str, rank: int, width: int) -> dict[str, Any] | None:
+def _series_stats(run: RunReader, path: str, rank: int, width: int) -> dict[str, Any] | None:
     try:
         b = run[path].fetch_values(rank=rank, buckets=width)
     except KeyError:
@@ -274,13 +299,12 @@ def _series_stats(run: Any, path: str, rank: int, width: int) -> dict[str, Any] 
         }
     if not len(b):
         return None
-    finite_min = b.min[~(b.min != b.min)]
-    finite_max = b.max[~(b.max != b.max)]
+    lows, highs = b.min[~np.isnan(b.min)], b.max[~np.isnan(b.max)]
     return {
         "count": int(b.count.sum()),
         "last": float(b.last[-1]),
-        "min": float(finite_min.min()) if len(finite_min) else math.nan,
-        "max": float(finite_max.max()) if len(finite_max) else math.nan,
+        "min": float(lows.min()) if len(lows) else math.nan,
+        "max": float(highs.max()) if len(highs) else math.nan,
         "trend": sparkline(b.last.tolist()),
     }
 
@@ -293,11 +317,11 @@ def _series_stats(run: Any, path: str, rank: int, width: int) -> dict[str, Any] 
     "--width", default=40, show_default=True, type=click.IntRange(min=1), help="Sparkline width."
 )
 @_store_option
-def show_cmd(run: str, project: str | None, full: bool, width: int, store: str) -> None:
+def show_cmd(run: str, project: str | None, full: bool, width: int, store: str | None) -> None:
     """Show one run: RUN is an id, a unique id prefix, or `latest`."""
     st = _open(store)
     run_id = admin.resolve_run_id(st, run, project)
-    r = tracker.read_run(run_id, store=st.root)
+    r = tracker.read_run(run_id, project=project, store=st.root)
     status = r.status  # first: it records a crash the store has not noticed yet
     info = admin.run_info(st, run_id)
     console = _console()
@@ -364,7 +388,7 @@ def show_cmd(run: str, project: str | None, full: bool, width: int, store: str) 
 # -- compare -------------------------------------------------------------------------------
 
 
-def _final_values(r: Any, fields: dict[str, Any]) -> dict[str, Any]:
+def _final_values(r: RunReader, fields: dict[str, Any]) -> dict[str, Any]:
     """Last value of every series of rank 0, inherited ones included."""
     out = {s["path"]: s["last_value"] for s in r.series_summary() if s["rank"] == 0}
     for path in r.paths():
@@ -375,24 +399,14 @@ def _final_values(r: Any, fields: dict[str, Any]) -> dict[str, Any]:
         except KeyError:
             continue
         if len(values):
-            out[path] = (
-                values.value[-1].item() if hasattr(values.value[-1], "item") else values.value[-1]
-            )
+            last = values.value[-1]
+            out[path] = last.item() if isinstance(last, np.generic) else last
     return out
 
 
 def _same(values: list[Any]) -> bool:
-    first = values[0]
-    for v in values[1:]:
-        if v is _ABSENT or first is _ABSENT:
-            if v is not first:
-                return False
-        elif not (
-            v == first
-            or (isinstance(v, float) and isinstance(first, float) and v != v and first != first)
-        ):
-            return False
-    return True
+    # repr: NaN equals NaN, and 1, 1.0 and True stay apart, as they were logged.
+    return len({"<absent>" if v is _ABSENT else repr(v) for v in values}) == 1
 
 
 @main.command("compare")
@@ -400,13 +414,15 @@ def _same(values: list[Any]) -> bool:
 @_project_option
 @click.option("--all", "show_all", is_flag=True, help="Also equal config values and sys/ series.")
 @_store_option
-def compare_cmd(runs: tuple[str, ...], project: str | None, show_all: bool, store: str) -> None:
+def compare_cmd(
+    runs: tuple[str, ...], project: str | None, show_all: bool, store: str | None
+) -> None:
     """Compare runs side by side: config values that differ, and final metrics."""
     if len(runs) < 2:
         raise click.UsageError("compare needs at least two runs")
     st = _open(store)
     ids = [admin.resolve_run_id(st, text, project) for text in runs]
-    readers = [tracker.read_run(rid, store=st.root) for rid in ids]
+    readers = [tracker.read_run(rid, project=project, store=st.root) for rid in ids]
     all_fields = [r.fields() for r in readers]
     configs = [{p: v for p, v in f.items() if p.startswith("config/")} for f in all_fields]
     finals = [_final_values(r, f) for r, f in zip(readers, all_fields, strict=True)]
@@ -414,7 +430,9 @@ def compare_cmd(runs: tuple[str, ...], project: str | None, show_all: bool, stor
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("", no_wrap=True)
     for r in readers:
-        table.add_column(r.id + (f"\n{r.name}" if r.name else ""), justify="right")
+        table.add_column(
+            r.id + (f"\n{r.name}" if r.name else ""), justify="right", min_width=len(r.id)
+        )
     table.add_row("status", *(_status(r.status) for r in readers))
 
     keys = sorted(set().union(*configs))
@@ -466,7 +484,9 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _iter_series(r: Any, st: Store, fields: dict[str, Any]) -> Iterator[tuple[str, int, Any]]:
+def _iter_series(
+    r: RunReader, st: Store, fields: dict[str, Any]
+) -> Iterator[tuple[str, int, SeriesValues]]:
     for path, rank in _series_keys(r, st):
         if path in fields:
             continue
@@ -478,7 +498,7 @@ def _iter_series(r: Any, st: Store, fields: dict[str, Any]) -> Iterator[tuple[st
             yield path, rank, values
 
 
-def _run_meta(r: Any, info: dict[str, Any], status: str) -> dict[str, Any]:
+def _run_meta(r: RunReader, info: dict[str, Any], status: str) -> dict[str, Any]:
     return {
         "id": r.id,
         "project": info["project"],
@@ -511,7 +531,7 @@ def _run_meta(r: Any, info: dict[str, Any], status: str) -> dict[str, Any]:
 @_project_option
 @_store_option
 def export_cmd(
-    run: str, fmt: str | None, output: Path | None, project: str | None, store: str
+    run: str, fmt: str | None, output: Path | None, project: str | None, store: str | None
 ) -> None:
     """Export a run: every series point as a row (path, rank, step, value, timestamp),
     plus the run's single values (rows with no rank, step or timestamp)."""
@@ -520,7 +540,7 @@ def export_cmd(
         fmt = suffix if suffix in _FORMATS else "csv"
     st = _open(store)
     run_id = admin.resolve_run_id(st, run, project)
-    r = tracker.read_run(run_id, store=st.root)
+    r = tracker.read_run(run_id, project=project, store=st.root)
     status = r.status
     meta = _run_meta(r, admin.run_info(st, run_id), status)
     fields = r.fields()
@@ -542,9 +562,7 @@ def export_cmd(
     )
 
 
-def _write_csv(
-    out: TextIO, meta: dict[str, Any], fields: dict[str, Any], series: list[tuple[str, int, Any]]
-) -> None:
+def _write_csv(out: TextIO, meta: dict[str, Any], fields: dict[str, Any], series: Series) -> None:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(("path", "rank", "step", "value", "timestamp"))
     for path, value in fields.items():
@@ -557,9 +575,7 @@ def _write_csv(
             writer.writerow((path, rank, step, value if text else repr(value), repr(ts)))
 
 
-def _write_json(
-    out: TextIO, meta: dict[str, Any], fields: dict[str, Any], series: list[tuple[str, int, Any]]
-) -> None:
+def _write_json(out: TextIO, meta: dict[str, Any], fields: dict[str, Any], series: Series) -> None:
     rows = []
     for path, rank, values in series:
         for step, value, ts in zip(
@@ -584,7 +600,7 @@ def _write_json(
 
 
 def _write_parquet(
-    output: Path, meta: dict[str, Any], fields: dict[str, Any], series: list[tuple[str, int, Any]]
+    output: Path, meta: dict[str, Any], fields: dict[str, Any], series: Series
 ) -> None:
     try:
         import pyarrow as pa
@@ -663,7 +679,7 @@ def gc_cmd(
     project: str | None,
     dry_run: bool,
     yes: bool,
-    store: str,
+    store: str | None,
 ) -> None:
     """Delete runs matching ALL the filters given (at least one), with their journals.
 
