@@ -245,3 +245,22 @@ def test_flush_raises_when_the_journal_cannot_be_written(
     run.flush()
     run.close()
     assert tracker.read_run(run.id, store=store)["a"].fetch_values().value.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_a_run_the_script_dropped_is_still_closed_at_exit(store: str, tmp_path: Path) -> None:
+    proc = _run_script(
+        tmp_path,
+        """
+        import sys, tracker
+        def train():
+            run = tracker.init_run(project="p", store=sys.argv[1], run_id="dropped")
+            for i in range(1000):
+                run.log({"a": float(i)})
+        train()  # the run object goes out of scope unclosed
+        """,
+        store,
+    )
+    assert proc.returncode == 0, proc.stderr
+    r = tracker.read_run("dropped", store=store)
+    assert r.status == "finished"
+    assert len(r["a"].fetch_values()) == 1000

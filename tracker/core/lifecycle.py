@@ -11,7 +11,6 @@ import signal
 import sys
 import threading
 import traceback
-import weakref
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -20,7 +19,9 @@ class _Closable(Protocol):
     def close(self, status: str = ..., *, error: str | None = ...) -> None: ...
 
 
-_open: weakref.WeakSet[Any] = weakref.WeakSet()
+# Strong references: a run the script dropped without closing must still be closed
+# (and its queue written) at exit, not silently left to read as crashed.
+_open: set[Any] = set()
 _lock = threading.Lock()
 _installed = False
 _previous_excepthook = sys.excepthook
