@@ -22,7 +22,7 @@ class _Closable(Protocol):
 # Strong references: a run the script dropped without closing must still be closed
 # (and its queue written) at exit, not silently left to read as crashed.
 _open: set[Any] = set()
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: the SIGTERM handler may run inside register()
 _installed = False
 _previous_excepthook = sys.excepthook
 _previous_sigterm: Any = None
