@@ -14,7 +14,7 @@ from typing import Any
 from .core.reader import list_runs, read_run
 from .core.run import Run
 
-__all__ = ["init_run", "read_run", "list_runs"]
+__all__ = ["init_run", "init_local_run", "read_run", "list_runs"]
 
 DEFAULT_SYSTEM_METRICS_INTERVAL_S = 10.0
 
@@ -47,12 +47,70 @@ def init_run(
     ...     for step in range(100):
     ...         run.log({"train/loss": 1.0 / (step + 1)})
     """
-    from .core.environment import capture_environment
-    from .core.secrets import mask_secrets
     from .rank_utils import detect_rank
 
+    return _open(
+        detect_rank(),
+        project,
+        name,
+        run_id,
+        tags,
+        config,
+        fork_from,
+        resume,
+        store,
+        mode,
+        system_metrics,
+    )
+
+
+def init_local_run(project: str | None = None, **kwargs: Any) -> Run:
+    """Like ``init_run``, but this process writes the run alone whatever the launcher says.
+
+    For frameworks that reduce metrics across workers themselves and pick one writer
+    (the Keras multi-worker chief, XGBoost's rank 0): the other workers open no run and
+    nothing is gathered. Takes the same keyword arguments as ``init_run``.
+    """
+    from .rank_utils import detect_rank
+    from .rank_utils.environments import RankInfo
+
+    local = detect_rank().local_rank
+    alone = RankInfo(0, local, 1, 1, 0, None, "single")
+    args = {
+        "name": None,
+        "run_id": None,
+        "tags": (),
+        "config": None,
+        "fork_from": None,
+        "resume": "allow",
+        "store": None,
+        "mode": "async",
+        "system_metrics": True,
+    }
+    unknown = set(kwargs) - set(args)
+    if unknown:
+        raise TypeError(f"init_local_run got unexpected arguments: {', '.join(sorted(unknown))}")
+    args.update(kwargs)
+    return _open(alone, project, **args)
+
+
+def _open(
+    info: Any,
+    project: str | None,
+    name: str | None,
+    run_id: str | None,
+    tags: Iterable[str],
+    config: Mapping[str, Any] | None,
+    fork_from: tuple[str, int] | None,
+    resume: str,
+    store: str | os.PathLike[str] | None,
+    mode: str,
+    system_metrics: bool | float,
+) -> Run:
+    from .core.environment import capture_environment
+    from .core.secrets import mask_secrets
+
     project = project or os.environ.get("TRACKER_PROJECT") or "default"
-    info = detect_rank()
     environment = (
         {} if mode == "disabled" else {f"sys/{k}": v for k, v in capture_environment().items()}
     )
@@ -68,7 +126,9 @@ def init_run(
     if info.world_size > 1:
         from .rank_utils.coordinator import open_distributed_run
 
-        run = open_distributed_run(info, project=project, name=name, run_id=run_id, mode=mode, **common)
+        run = open_distributed_run(
+            info, project=project, name=name, run_id=run_id, mode=mode, **common
+        )
         if not run.is_writer:
             run._assign_many(environment)
     else:

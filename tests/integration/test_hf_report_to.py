@@ -16,9 +16,7 @@ import pytest
 
 import tracker
 from tests.conftest import PYTHON, python_env
-
-ROOT = Path(__file__).resolve().parents[2]
-PTH = ROOT / "tracker_hf_hook.pth"
+from tracker.integrations._hf_hook import PTH_NAME, PTH_TEXT
 
 # The user's script: no tracker import anywhere.
 SCRIPT = textwrap.dedent(
@@ -52,7 +50,7 @@ SCRIPT = textwrap.dedent(
 
 def _installed_pth() -> Path | None:
     for key in ("purelib", "platlib"):
-        candidate = Path(sysconfig.get_paths()[key]) / PTH.name
+        candidate = Path(sysconfig.get_paths()[key]) / PTH_NAME
         if candidate.exists():
             return candidate
     return None
@@ -88,10 +86,11 @@ def _run_script(tmp_path: Path, store: str, prefix: list[str]) -> str:
 def test_report_to_tracker_with_the_installed_pth(tmp_path: Path, store: str) -> None:
     if _installed_pth() is None:
         pytest.skip(
-            f"{PTH.name} is not in site-packages: install tracker with pip (setup.py ships it)"
+            f"{PTH_NAME} is not in site-packages: install tracker with pip (setup.py ships it)"
         )
     out = _run_script(tmp_path, store, [])
     assert "TrackerCallback" in out
+    assert _installed_pth().read_text() == PTH_TEXT  # the installed hook is this version's
     r = _only_run(store, "report-to")
     assert r.status == "finished"
     assert list(r["train/loss"].fetch_values().step) == [1, 2, 3]
@@ -99,10 +98,10 @@ def test_report_to_tracker_with_the_installed_pth(tmp_path: Path, store: str) ->
 
 
 def test_report_to_tracker_with_the_checkout_pth(tmp_path: Path, store: str) -> None:
-    """The same through this checkout's .pth, read by site as it reads site-packages."""
+    """The same through this checkout's hook text, read by site as it reads site-packages."""
     site_dir = tmp_path / "site"
     site_dir.mkdir()
-    (site_dir / PTH.name).write_text(PTH.read_text())
+    (site_dir / PTH_NAME).write_text(PTH_TEXT)
     boot = (
         "import site, sys, runpy; site.addsitedir(sys.argv.pop(1)); "
         "sys.argv.pop(0); runpy.run_path(sys.argv[0], run_name='__main__')"
@@ -124,14 +123,14 @@ def test_interpreter_start_imports_nothing_for_the_hook() -> None:
 
 
 def test_pth_line_costs_a_fraction_of_a_millisecond(tmp_path: Path) -> None:
-    line = next(x for x in PTH.read_text().splitlines() if x.startswith("import "))
+    line = next(x for x in PTH_TEXT.splitlines() if x.startswith("import "))
     original = list(sys.meta_path)
     # This interpreter may already hold the finder (an installed .pth): start without it.
     before = [f for f in original if not getattr(f, "tracker_hook", False)]
     sys.meta_path[:] = before
 
     def once() -> None:
-        exec(compile(line, PTH.name, "exec"), {})  # what site does with the line
+        exec(compile(line, PTH_NAME, "exec"), {})  # what site does with the line
         sys.meta_path[:] = before
 
     try:
@@ -158,7 +157,7 @@ def test_pth_line_costs_a_fraction_of_a_millisecond(tmp_path: Path) -> None:
     with_pth, without = tmp_path / "with", tmp_path / "without"
     with_pth.mkdir()
     without.mkdir()
-    (with_pth / PTH.name).write_text(PTH.read_text())
+    (with_pth / PTH_NAME).write_text(PTH_TEXT)
     code = (
         "import time; t = time.perf_counter(); import site; "
         "site.addsitedir({d!r}); print(time.perf_counter() - t)"

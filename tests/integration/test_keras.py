@@ -1,11 +1,13 @@
 """Keras 3 TrackerCallback: hook-level tests with made-up logs, then real fits.
 
-The TensorFlow backend runs in this process; the torch backend and the two-worker
-MultiWorkerMirroredStrategy run in child processes (Keras picks its backend at import).
+In-process fits use whatever backend Keras has (KERAS_BACKEND); the torch backend and the
+two-worker MultiWorkerMirroredStrategy run in child processes, since Keras picks its
+backend at import.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -19,9 +21,6 @@ import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras", reason="needs keras (pip install 'tracker[keras]')")
-if keras.backend.backend() != "tensorflow":
-    pytest.skip("these tests run Keras on TensorFlow (KERAS_BACKEND)", allow_module_level=True)
-pytest.importorskip("tensorflow", reason="needs tensorflow-cpu")
 
 import tracker  # noqa: E402
 from tracker.integrations.keras import TrackerCallback  # noqa: E402
@@ -84,7 +83,7 @@ def test_batches_out_of_order_are_all_kept_in_step_order(store: str) -> None:
     assert r["val/loss"].fetch_values().step.tolist() == [0, 1]
     assert r["train/lr"].fetch_values().value.tolist() == [0.05, 0.05]
     assert r["fit/epochs"].fetch() == 2 and r["fit/steps"].fetch() == 5
-    assert r["optimizer/name"].fetch() == "sgd"
+    assert r["optimizer/name"].fetch().lower() == "sgd"
     assert r["model/num_params"].fetch() == 4 * 3 + 3 + 3 + 1
 
 
@@ -119,7 +118,7 @@ def test_either_run_or_project() -> None:
 # -- real fits ------------------------------------------------------------------------------
 
 
-def test_fit_on_tensorflow_creates_and_closes_a_run(store: str) -> None:
+def test_fit_creates_and_closes_a_run(store: str) -> None:
     x, y = _data(48)
     cb = TrackerCallback(project="k", store=store, log_every_n_batches=2, system_metrics=False)
     _model().fit(x, y, batch_size=8, epochs=2, validation_split=0.25, verbose=0, callbacks=[cb])
@@ -145,7 +144,7 @@ def test_a_model_built_by_its_first_batch_still_gets_its_summary(store: str) -> 
     run.close()
     r = tracker.read_run(run.id, store=store)
     assert r["model/num_params"].fetch() == 5
-    assert r["optimizer/name"].fetch() == "adam"
+    assert r["optimizer/name"].fetch().lower() == "adam"
 
 
 _TORCH_FIT = """
@@ -166,8 +165,8 @@ model.fit(x, y, batch_size=8, epochs=2, validation_split=0.25, verbose=0, callba
 """
 
 
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
 def test_fit_on_the_torch_backend(tmp_path: Path, store: str) -> None:
-    pytest.importorskip("torch", reason="needs torch for KERAS_BACKEND=torch")
     script = tmp_path / "fit_torch.py"
     script.write_text(_TORCH_FIT)
     proc = subprocess.run(
@@ -249,6 +248,7 @@ def _free_ports(n: int) -> list[int]:
 
 @pytest.mark.distributed
 @pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="needs tensorflow")
 def test_multi_worker_mirrored_strategy_writes_one_run_from_the_chief(tmp_path: Path) -> None:
     script = tmp_path / "multi_worker.py"
     script.write_text(textwrap.dedent(_MULTI_WORKER))

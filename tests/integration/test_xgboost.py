@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import multiprocessing
 import pickle
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,27 @@ def test_hooks_record_params_every_metric_best_and_importance(store: str) -> Non
     assert r["params/objective"].fetch() == "binary:logistic"
     assert r["importance/gain/f0"].fetch() > 0
     assert r["importance/weight/f0"].fetch() >= 1
+
+
+def test_iterations_that_never_reached_the_callback_are_logged_at_the_end(store: str) -> None:
+    # Once a callback (early stopping) asks to stop, XGBoost asks no other callback about
+    # that iteration; its scores are still in the shared history.
+    run = tracker.init_run("x", store=store, system_metrics=False)
+    cb = TrackerCallback(run)
+    booster = _booster()
+    cb.before_training(booster)
+    history: dict = {"valid": {"rmse": []}}
+    for epoch, score in zip(range(10, 12), (3.0, 2.0), strict=True):
+        history["valid"]["rmse"].append(score)
+        cb.after_iteration(booster, epoch, history)
+    history["valid"]["rmse"].append(1.0)
+    cb.after_training(booster)
+    run.close()
+    r = tracker.read_run(run.id, store=store)
+    series = r["valid/rmse"].fetch_values()
+    assert series.step.tolist() == [10, 11, 12]
+    assert series.value.tolist() == [3.0, 2.0, 1.0]
+    assert r["best/iteration"].fetch() == 12
 
 
 def test_a_worker_other_than_rank_0_never_touches_the_store(
@@ -158,17 +181,27 @@ def _worker(worker_args: dict, rank: int, store: str, queue: multiprocessing.Que
         queue.put((collective.get_rank(), result["valid"]["logloss"]))
 
 
-@pytest.mark.distributed
-def test_two_collective_workers_write_one_run_from_rank_0(store: str) -> None:
+def _start_rabit(n_workers: int) -> tuple[dict, Callable[[], None]]:
+    """XGBoost's own tracker: worker arguments and a function that waits for its end."""
     from xgboost.tracker import RabitTracker
 
-    rabit = RabitTracker(host_ip="127.0.0.1", n_workers=2, timeout=60)
-    rabit.start()
+    if hasattr(RabitTracker, "worker_args"):  # xgboost >= 2.1
+        rabit = RabitTracker(host_ip="127.0.0.1", n_workers=n_workers)
+        rabit.start()
+        return rabit.worker_args(), lambda: rabit.wait_for(timeout=30)
+    rabit = RabitTracker(host_ip="127.0.0.1", n_workers=n_workers)
+    rabit.start(n_workers)
+    thread = threading.Thread(target=rabit.join, daemon=True)
+    thread.start()
+    return rabit.worker_envs(), lambda: thread.join(timeout=30)
+
+
+@pytest.mark.distributed
+def test_two_collective_workers_write_one_run_from_rank_0(store: str) -> None:
+    worker_args, wait_for_tracker = _start_rabit(2)
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    procs = [
-        ctx.Process(target=_worker, args=(rabit.worker_args(), i, store, queue)) for i in range(2)
-    ]
+    procs = [ctx.Process(target=_worker, args=(worker_args, i, store, queue)) for i in range(2)]
     for p in procs:
         p.start()
     try:
@@ -178,7 +211,7 @@ def test_two_collective_workers_write_one_run_from_rank_0(store: str) -> None:
             p.join(timeout=30)
             if p.is_alive():
                 p.kill()
-    rabit.wait_for(timeout=30)
+    wait_for_tracker()
     assert all(p.exitcode == 0 for p in procs)
     # The workers saw the same scores, reduced across both shards; rank 0 wrote them once.
     assert results[0] == pytest.approx(results[1])

@@ -2,7 +2,8 @@
 
 transformers resolves ``report_to`` names from a dict in
 ``transformers.integrations.integration_utils`` (``INTEGRATION_TO_CALLBACK``) and has no
-plugin hook. A one-line ``tracker_hf_hook.pth`` in site-packages puts a tiny finder at the
+plugin hook. A one-line ``tracker_hf_hook.pth`` in site-packages (``PTH_TEXT`` below,
+installed by setup.py) puts a tiny finder at the
 front of ``sys.meta_path``; when (and only when) that transformers module is imported, the
 finder comes here, lets the real loader execute the module and then adds ``"tracker"`` to
 the table. Interpreter start-up only defines that finder: no import of tracker or
@@ -21,6 +22,22 @@ from typing import Any
 
 TARGET = "transformers.integrations.integration_utils"
 NAME = "tracker"
+
+PTH_NAME = "tracker_hf_hook.pth"
+# What setup.py writes into site-packages as PTH_NAME (it reads this constant from the
+# source, without importing tracker). site executes lines that start with "import": this
+# one defines a finder class and puts it first on sys.meta_path, once (a venv's lib64 ->
+# lib link makes site read the same directory twice).
+PTH_TEXT = (
+    '# tracker: lets transformers\' report_to=["tracker"] find tracker '
+    "(tracker/integrations/_hf_hook.py). Opt out with TRACKER_DISABLE_HF_HOOK=1.\n"
+    "import sys; any(getattr(f, 'tracker_hook', False) for f in sys.meta_path) or "
+    "sys.meta_path.insert(0, type('TrackerTransformersHook', (), {'tracker_hook': True, "
+    "'find_spec': staticmethod(lambda name, path=None, target=None: "
+    "__import__('tracker.integrations._hf_hook').integrations._hf_hook"
+    ".find_spec(name, path, target) "
+    "if name == 'transformers.integrations.integration_utils' else None)}))\n"
+)
 
 
 def find_spec(name: str, path: Any = None, target: Any = None) -> Any:

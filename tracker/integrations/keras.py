@@ -20,7 +20,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 import tracker
-from tracker.rank_utils.environments import detect_rank
+from tracker.api import init_local_run
+from tracker.rank_utils import detect_rank
 
 __all__ = ["TrackerCallback"]
 
@@ -162,17 +163,9 @@ class TrackerCallback(keras.callbacks.Callback):
 
 
 def _open_run(project: str | None, kwargs: dict[str, Any]) -> tracker.Run:
-    """Open a run that this process writes alone."""
-    if detect_rank().world_size == 1:
-        return tracker.init_run(project, **kwargs)
-    # The framework already reduced the metrics and made this process the only writer.
-    # init_run on one rank of a multi-process job waits for the other ranks to join its
-    # coordinator, which they never do here, so open the run as one process would.
-    from tracker.core.secrets import mask_secrets
-    from tracker.core.session import open_run
-
-    kwargs = {k: v for k, v in kwargs.items() if k != "system_metrics"}
-    return open_run(project, mask=mask_secrets, **kwargs)
+    # The framework already reduced the metrics and made this process the only writer,
+    # so the run is this process's alone: no other rank joins a coordinator here.
+    return init_local_run(project, **kwargs)
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -148,7 +148,7 @@ class TrackerLogger(_Logger):
         created (continuing the checkpoint's run when resuming) and where the per-rank
         callback joins the Trainer.
         """
-        if self._callback is None:
+        if self._run is None or self._callback is None:
             trainer, ckpt_path, weights_only = _running_trainer()
             if trainer is not None:
                 self._attach(trainer)
@@ -239,8 +239,7 @@ class TrackerLogger(_Logger):
     # -- wiring -----------------------------------------------------------------------------
 
     def _attach(self, trainer: Any) -> None:
-        if self._callback is not None:
-            return
+        # Once per Trainer: the same logger may serve a second Trainer (fit, then test).
         if any(isinstance(cb, _RankFigures) and cb.logger is self for cb in trainer.callbacks):
             return
         self._callback = _RankFigures(self)

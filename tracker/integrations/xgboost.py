@@ -24,7 +24,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 import tracker
-from tracker.rank_utils.environments import detect_rank
+from tracker.api import init_local_run
+from tracker.rank_utils import detect_rank
 
 __all__ = ["TrackerCallback"]
 
@@ -73,12 +74,14 @@ class TrackerCallback(TrainingCallback):
         self._save_model = None if save_model is None else os.fspath(save_model)
         self._importance = importance
         self.run: tracker.Run | None = None
-        self._history: dict[str, dict[str, list[float]]] = {}
+        self._evals_log: Mapping[str, Any] = {}
+        self._logged = 0  # iterations of the eval history logged so far
+        self._last_step = -1
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TrackerCallback:
         # sklearn's clone() deep-copies estimator params; the copy logs to the same run.
         new = self.__class__.__new__(self.__class__)
-        new.__dict__.update(self.__dict__, run=None, _history={})
+        new.__dict__.update(self.__dict__, run=None, _evals_log={}, _logged=0)
         return new
 
     def __getstate__(self) -> dict[str, Any]:
@@ -94,7 +97,7 @@ class TrackerCallback(TrainingCallback):
     # -- hooks ----------------------------------------------------------------------------
 
     def before_training(self, model: Any) -> Any:
-        self._history = {}
+        self._evals_log, self._logged, self._last_step = {}, 0, -1
         if collective.is_distributed():
             rank = detect_rank(
                 rank=collective.get_rank(), world_size=collective.get_world_size()
@@ -114,24 +117,32 @@ class TrackerCallback(TrainingCallback):
         return model
 
     def after_iteration(self, model: Any, epoch: int, evals_log: Mapping[str, Any]) -> bool:
-        if self.run is None:
-            return False
-        data: dict[str, float] = {}
-        for eval_name, metrics in evals_log.items():
-            for metric, scores in metrics.items():
-                score = scores[-1]
-                if isinstance(score, tuple):  # xgboost.cv gives (mean, std)
-                    score = score[0]
-                data[f"{eval_name}/{metric}"] = float(score)
-                self._history.setdefault(eval_name, {}).setdefault(metric, []).append(float(score))
-        if data:
-            self.run.log(data, step=epoch)
+        if self.run is not None:
+            self._evals_log = evals_log
+            self._log_new(epoch)
         return False
 
+    def _log_new(self, last_step: int) -> None:
+        """Log the iterations of the eval history not logged yet; the last is ``last_step``."""
+        n = _length(self._evals_log)
+        for i in range(self._logged, n):
+            data = {
+                f"{eval_name}/{metric}": _score(scores[i])
+                for eval_name, metrics in self._evals_log.items()
+                for metric, scores in metrics.items()
+                if i < len(scores)
+            }
+            self.run.log(data, step=last_step - (n - 1 - i))
+        self._logged, self._last_step = n, last_step
+
     def after_training(self, model: Any) -> Any:
-        run, self.run = self.run, None
-        if run is None:
+        if self.run is None:
             return model
+        # XGBoost stops asking callbacks once one asks to stop (early stopping), so the
+        # last iterations may be in its history without having reached after_iteration.
+        n = _length(self._evals_log)
+        self._log_new(self._last_step + n - self._logged)
+        run, self.run = self.run, None
         best = self._best(model)
         if best is not None:
             run["best"] = best
@@ -155,46 +166,41 @@ class TrackerCallback(TrainingCallback):
 
     def _best(self, model: Any) -> dict[str, Any] | None:
         """Best iteration and score: early stopping's if it ran, else from the history."""
-        if not self._history:
+        if not self._evals_log:
             return None
         # Like early stopping: the last eval set's last metric decides.
-        eval_name = list(self._history)[-1]
-        metric = list(self._history[eval_name])[-1]
-        scores = self._history[eval_name][metric]
+        eval_name = list(self._evals_log)[-1]
+        metric = list(self._evals_log[eval_name])[-1]
+        scores = [_score(s) for s in self._evals_log[eval_name][metric]]
+        if not scores:
+            return None
         attr = getattr(model, "attr", None)
         stopped = attr("best_iteration") if attr is not None else None
         if stopped is not None:
             iteration = int(stopped)
             score = float(attr("best_score"))
         else:
-            maximize = metric.startswith(_MAXIMIZE)
+            maximize = metric.startswith(_MAXIMIZE) and metric != "mape"
             pick = max if maximize else min
-            offset = _first_iteration(model, len(scores))
             index = scores.index(pick(scores))
-            iteration, score = offset + index, scores[index]
+            iteration = self._last_step - (len(scores) - 1 - index)
+            score = scores[index]
         return {"iteration": iteration, "score": score, "metric": f"{eval_name}/{metric}"}
 
 
 def _open_run(project: str | None, kwargs: dict[str, Any]) -> tracker.Run:
-    """Open a run that this process writes alone."""
-    if detect_rank().world_size == 1:
-        return tracker.init_run(project, **kwargs)
-    # The framework already reduced the metrics and made this process the only writer.
-    # init_run on one rank of a multi-process job waits for the other ranks to join its
-    # coordinator, which they never do here, so open the run as one process would.
-    from tracker.core.secrets import mask_secrets
-    from tracker.core.session import open_run
-
-    kwargs = {k: v for k, v in kwargs.items() if k != "system_metrics"}
-    return open_run(project, mask=mask_secrets, **kwargs)
+    # The framework already reduced the metrics and made this process the only writer,
+    # so the run is this process's alone: no other rank joins a coordinator here.
+    return init_local_run(project, **kwargs)
 
 
-def _first_iteration(model: Any, n_logged: int) -> int:
-    # Training that continues an earlier model numbers its iterations from there.
-    rounds = getattr(model, "num_boosted_rounds", None)
-    if rounds is None:
-        return 0
-    return max(0, int(rounds()) - n_logged)
+def _length(evals_log: Mapping[str, Any]) -> int:
+    return max((len(s) for m in evals_log.values() for s in m.values()), default=0)
+
+
+def _score(value: Any) -> float:
+    # xgboost.cv gives (mean, std) pairs.
+    return float(value[0] if isinstance(value, tuple) else value)
 
 
 def _booster_params(model: Any) -> dict[str, Any]:
