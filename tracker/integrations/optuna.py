@@ -82,6 +82,17 @@ class TrackerCallback:
         self._runs: dict[tuple[str, int], tracker.Run] = {}
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Frameworks copy or pickle callbacks (spawned workers, deep copies); a lock
+        # cannot travel, and a fresh one is what the copy needs.
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     # -- names ----------------------------------------------------------------------------
 
     @staticmethod

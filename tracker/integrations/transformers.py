@@ -13,7 +13,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from transformers import TrainerCallback
+try:
+    from transformers import TrainerCallback
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "tracker.integrations.transformers needs transformers: "
+        "pip install 'tracker[transformers]'"
+    ) from exc
 
 import tracker
 from tracker.core.values import readable
