@@ -52,15 +52,15 @@ def init_run(
     return _open(
         detect_rank(),
         project,
-        name,
-        run_id,
-        tags,
-        config,
-        fork_from,
-        resume,
-        store,
-        mode,
-        system_metrics,
+        name=name,
+        run_id=run_id,
+        tags=tags,
+        config=config,
+        fork_from=fork_from,
+        resume=resume,
+        store=store,
+        mode=mode,
+        system_metrics=system_metrics,
     )
 
 
@@ -74,38 +74,23 @@ def init_local_run(project: str | None = None, **kwargs: Any) -> Run:
     from .rank_utils import detect_rank
     from .rank_utils.environments import RankInfo
 
-    local = detect_rank().local_rank
-    alone = RankInfo(0, local, 1, 1, 0, None, "single")
-    args = {
-        "name": None,
-        "run_id": None,
-        "tags": (),
-        "config": None,
-        "fork_from": None,
-        "resume": "allow",
-        "store": None,
-        "mode": "async",
-        "system_metrics": True,
-    }
-    unknown = set(kwargs) - set(args)
-    if unknown:
-        raise TypeError(f"init_local_run got unexpected arguments: {', '.join(sorted(unknown))}")
-    args.update(kwargs)
-    return _open(alone, project, **args)
+    alone = RankInfo(0, detect_rank().local_rank, 1, 1, 0, None, "single")
+    return _open(alone, project, **kwargs)
 
 
 def _open(
     info: Any,
     project: str | None,
-    name: str | None,
-    run_id: str | None,
-    tags: Iterable[str],
-    config: Mapping[str, Any] | None,
-    fork_from: tuple[str, int] | None,
-    resume: str,
-    store: str | os.PathLike[str] | None,
-    mode: str,
-    system_metrics: bool | float,
+    *,
+    name: str | None = None,
+    run_id: str | None = None,
+    tags: Iterable[str] = (),
+    config: Mapping[str, Any] | None = None,
+    fork_from: tuple[str, int] | None = None,
+    resume: str = "allow",
+    store: str | os.PathLike[str] | None = None,
+    mode: str = "async",
+    system_metrics: bool | float = True,
 ) -> Run:
     from .core.environment import capture_environment
     from .core.secrets import mask_secrets
