@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -36,7 +37,7 @@ def torchrun(store: str, scenario: str, nproc: int, *extra: str, timeout: float 
 
 
 def _run_ids(out: str) -> set[str]:
-    return {line.split()[2] for line in out.splitlines() if line.startswith("RUN_ID ")}
+    return set(re.findall(r"RUN_ID \d+ ([A-Za-z0-9._-]+)", out))
 
 
 @pytest.mark.parametrize("init_first", ["torch", "tracker"])

@@ -73,6 +73,15 @@ class _Link:
     def release(self) -> None:
         self.store = None
 
+    def can_connect(self) -> bool:
+        """Whether a store is (or is now) there to connect through."""
+        if self.store is not None:
+            return True
+        try:
+            return transport.job_store(self.info.world_size, 5.0) is not None
+        except Exception:  # noqa: BLE001 - unreachable is the answer
+            return False
+
     def connect(self, stop: threading.Event) -> transport.GlooLink | None:
         store = self.store
         deadline = time.monotonic() + DEFAULT_CONNECT_TIMEOUT_S
@@ -82,6 +91,7 @@ class _Link:
             if store is None:
                 if stop.wait(0.2) or time.monotonic() > deadline:
                     return None
+        self.store = store
         return transport.GlooLink(
             store, self.prefix, self.info.rank, self.info.world_size, DEFAULT_CONNECT_TIMEOUT_S
         )
@@ -162,6 +172,7 @@ class Gatherer:
         self._remaining = set(range(1, link.info.world_size))
         self._done = threading.Event()
         self._stop = threading.Event()
+        self._connected = False
         self._thread = threading.Thread(target=self._loop, name="tracker-gatherer", daemon=True)
         self._thread.start()
 
@@ -176,6 +187,7 @@ class Gatherer:
                     stacklevel=1,
                 )
                 return
+            self._connected = True
             while self._remaining:
                 source, kind, payload = gloo.receive()
                 if payload:
@@ -212,6 +224,8 @@ class Gatherer:
 
     def finish(self, timeout: float) -> None:
         """Wait (at most ``timeout`` s) for every rank's goodbye, then stop listening."""
+        if not self._connected and not self.link.can_connect():
+            self._stop.set()  # no store and none coming: no rank can reach us
         if not self._done.wait(timeout):
             missing = ", ".join(str(r) for r in sorted(self._remaining))
             warnings.warn(
@@ -310,6 +324,8 @@ class Shipper:
 
     def close(self, timeout: float | None = None) -> None:
         self._closing = True
+        if not self.link.can_connect():
+            self._stop.set()  # no store and none coming: rank 0 cannot be reached
         self._wake.set()
         self._thread.join(close_timeout() if timeout is None else timeout)
         self._stop.set()

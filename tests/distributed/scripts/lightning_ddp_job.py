@@ -1,7 +1,7 @@
 """Lightning strategy="ddp" on two CPU processes with TrackerLogger (Lightning re-runs this
 script for rank 1). Each rank also logs a key of its own, without sync_dist."""
 
-from __future__ import annotations
+from __future__ import os
 
 import argparse
 
@@ -42,7 +42,8 @@ def main() -> None:
         default_root_dir=args.root,
     )
     trainer.fit(Model())
-    print(f"RUN_ID {trainer.global_rank} {logger.version}", flush=True)
+    # One write(2) per line: ranks share the pipe, and a line must not be split by another's.
+    os.write(1, f"RUN_ID {trainer.global_rank} {logger.version}\n".encode())
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ run = tracker.init_run(project="dist", store=args.store, config={"world": world}
 if args.init_first == "tracker":
     start_torch()
 assert run.rank == rank and run.world_size == world and run.is_writer == (rank == 0)
-print(f"RUN_ID {rank} {run.id}", flush=True)
+# One write(2) per line: ranks share the pipe, and a line must not be split by another's.
+os.write(1, f"RUN_ID {rank} {run.id}\n".encode())
 
 if args.scenario == "basic":
     for step in range(20):
@@ -73,7 +74,7 @@ elif args.scenario == "kill":
         time.sleep(0.05)
     t0 = time.monotonic()
     run.close()
-    print(f"CLOSE_SECONDS {rank} {time.monotonic() - t0:.2f}", flush=True)
+    os.write(1, f"CLOSE_SECONDS {rank} {time.monotonic() - t0:.2f}\n".encode())
     time.sleep(30)  # leave it to torchrun to end us once it sees rank 1 gone
 
 elif args.scenario == "raise":
