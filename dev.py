@@ -65,9 +65,17 @@ def ensure_venv(extras: str, packages: list[str]) -> Path:
     # editable_mode=compat: a plain path entry, where the default editable finder costs
     # every interpreter start tens of milliseconds.
     _run(
-        python, "-m", "pip", "install", "--quiet",
-        "--config-settings", "editable_mode=compat",
-        "-e", f".[{extras}]", *packages, TORCH,
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--config-settings",
+        "editable_mode=compat",
+        "-e",
+        f".[{extras}]",
+        *packages,
+        TORCH,
     )
     stamp_file.write_text(stamp)
     return python
@@ -94,7 +102,9 @@ def test(extra_args: list[str]) -> int:
     horovod = ROOT / "scripts" / "build_horovod.sh"
     if horovod.exists():
         _run("bash", horovod, python)
-    linted = [d for d in ("tracker", "tests", "benchmarks", "examples", "dev.py") if (ROOT / d).exists()]
+    linted = [
+        d for d in ("tracker", "tests", "benchmarks", "examples", "dev.py") if (ROOT / d).exists()
+    ]
     code = _run(python, "-m", "ruff", "check", *linted, check=False)
     if code:
         print("ruff found problems (above)", file=sys.stderr)

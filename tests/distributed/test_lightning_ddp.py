@@ -1,8 +1,9 @@
 """Lightning strategy="ddp", two CPU processes (gloo): one run, Lightning's metrics from
 rank 0, per-rank figures from both ranks, and no hang on keys only one rank logs."""
 
-from __future__ import re
+from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path

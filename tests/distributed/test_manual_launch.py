@@ -47,9 +47,17 @@ def _launch(tmp_path: Path, store: str, run_id: str) -> list[subprocess.Complete
     procs = [
         subprocess.Popen(
             [sys.executable, str(script), store, run_id],
-            env=python_env(RANK=str(r), WORLD_SIZE="2", LOCAL_RANK=str(r), MASTER_ADDR="127.0.0.1",
-                           MASTER_PORT=str(port), TRACKER_RANK_CLOSE_TIMEOUT="20"),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=python_env(
+                RANK=str(r),
+                WORLD_SIZE="2",
+                LOCAL_RANK=str(r),
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(port),
+                TRACKER_RANK_CLOSE_TIMEOUT="20",
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for r in (0, 1)
     ]

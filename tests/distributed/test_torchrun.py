@@ -28,10 +28,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(store: str, scenario: str, nproc: int, *extra: str, timeout: float = 180,
-             env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    cmd = [*TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", *extra, str(SCRIPT),
-           "--store", store, "--scenario", scenario]
+def torchrun(
+    store: str,
+    scenario: str,
+    nproc: int,
+    *extra: str,
+    timeout: float = 180,
+    env_extra: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    cmd = [
+        *TORCHRUN,
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        *extra,
+        str(SCRIPT),
+        "--store",
+        store,
+        "--scenario",
+        scenario,
+    ]
     env = python_env(OMP_NUM_THREADS="1", TRACKER_RANK_CLOSE_TIMEOUT="10", **(env_extra or {}))
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -42,10 +57,27 @@ def _run_ids(out: str) -> set[str]:
 
 @pytest.mark.parametrize("init_first", ["torch", "tracker"])
 def test_one_run_with_every_rank(store: str, init_first: str) -> None:
-    proc = torchrun(store, "basic", 3, env_extra=None) if init_first == "torch" else subprocess.run(
-        [*TORCHRUN, "--standalone", "--nproc_per_node=3", str(SCRIPT), "--store", store,
-         "--scenario", "basic", "--init-first", "tracker"],
-        env=python_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=180,
+    proc = (
+        torchrun(store, "basic", 3, env_extra=None)
+        if init_first == "torch"
+        else subprocess.run(
+            [
+                *TORCHRUN,
+                "--standalone",
+                "--nproc_per_node=3",
+                str(SCRIPT),
+                "--store",
+                store,
+                "--scenario",
+                "basic",
+                "--init-first",
+                "tracker",
+            ],
+            env=python_env(OMP_NUM_THREADS="1"),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ids = _run_ids(proc.stdout)
@@ -133,13 +165,23 @@ def test_elastic_restart_continues_the_same_run_without_duplicates(store: str) -
 
 def test_two_nodes_on_localhost_make_one_run(store: str) -> None:
     port = _free_port()
-    common = [*TORCHRUN, "--nnodes=2", "--nproc_per_node=2", "--rdzv-backend=c10d",
-              f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=two-nodes-test"]
+    common = [
+        *TORCHRUN,
+        "--nnodes=2",
+        "--nproc_per_node=2",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}",
+        "--rdzv-id=two-nodes-test",
+    ]
     env = python_env(OMP_NUM_THREADS="1", TRACKER_RANK_CLOSE_TIMEOUT="20")
     nodes = [
-        subprocess.Popen([*common, f"--node-rank={n}", str(SCRIPT), "--store", store,
-                          "--scenario", "multinode"], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [*common, f"--node-rank={n}", str(SCRIPT), "--store", store, "--scenario", "multinode"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for n in (0, 1)
     ]
     outs = [n.communicate(timeout=240) for n in nodes]
@@ -152,4 +194,6 @@ def test_two_nodes_on_localhost_make_one_run(store: str) -> None:
     assert [r[f"ranks/{k}/node_rank"].fetch() for k in range(4)] == [0, 0, 1, 1]
     assert [r[f"ranks/{k}/local_rank"].fetch() for k in range(4)] == [0, 1, 0, 1]
     for k in range(4):
-        assert r["loss"].fetch_values(rank=k).value.tolist() == [float(k * 10 + s) for s in range(10)]
+        assert r["loss"].fetch_values(rank=k).value.tolist() == [
+            float(k * 10 + s) for s in range(10)
+        ]

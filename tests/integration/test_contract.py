@@ -39,8 +39,18 @@ BASE_IMPORT = {
     "optuna": "import optuna",
     "sklearn": "import sklearn.metrics, sklearn.base",
 }
-HEAVY = ("torch", "tensorflow", "lightning", "pytorch_lightning", "transformers", "xgboost",
-         "optuna", "sklearn", "keras", "horovod")
+HEAVY = (
+    "torch",
+    "tensorflow",
+    "lightning",
+    "pytorch_lightning",
+    "transformers",
+    "xgboost",
+    "optuna",
+    "sklearn",
+    "keras",
+    "horovod",
+)
 
 
 def _require(framework: str) -> None:
@@ -48,8 +58,13 @@ def _require(framework: str) -> None:
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], env=python_env(KERAS_BACKEND="torch"),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=python_env(KERAS_BACKEND="torch"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_import_tracker_and_the_package_import_no_framework() -> None:

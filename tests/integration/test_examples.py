@@ -17,7 +17,10 @@ pytest.importorskip("torch", reason="torch is not installed")
 def test_quickstart_end_to_end(store: str) -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--steps", "60"],
-        env=python_env(TRACKER_STORE=store), capture_output=True, text=True, timeout=180,
+        env=python_env(TRACKER_STORE=store),
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr
     (row,) = tracker.list_runs(project="quickstart", store=store)
@@ -35,10 +38,20 @@ def test_quickstart_end_to_end(store: str) -> None:
 @pytest.mark.distributed
 def test_ddp_example_under_torchrun(store: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(ROOT / "examples" / "ddp_torchrun.py"), "--steps", "10"],
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(ROOT / "examples" / "ddp_torchrun.py"),
+            "--steps",
+            "10",
+        ],
         env=python_env(TRACKER_STORE=store, OMP_NUM_THREADS="1"),
-        capture_output=True, text=True, timeout=180,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row,) = tracker.list_runs(project="ddp-demo", store=store)

@@ -14,9 +14,22 @@ from ..conftest import ROOT, python_env
 def test_benchmark_quick_log_cost(tmp_path: Path) -> None:
     out = tmp_path / "raw.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--only", "log_cost",
-         "--libs", "tracker,list", "-q", "--json", str(out)],
-        env=python_env(), capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--quick",
+            "--only",
+            "log_cost",
+            "--libs",
+            "tracker,list",
+            "-q",
+            "--json",
+            str(out),
+        ],
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {r["lib"]: r for r in json.loads(out.read_text())["results"]["log_cost"]["rows"]}

@@ -36,7 +36,10 @@ def test_journal_records_round_trip_and_torn_tail_is_ignored(tmp_path: Path) -> 
     w.close()
     good_size = path.stat().st_size
     records = list(journal.read_records(path))
-    assert [ops for _, ops in records] == [[("set", "a", "int", 1, 0.0)], [("set", "b", "int", 2, 0.0)]]
+    assert [ops for _, ops in records] == [
+        [("set", "a", "int", 1, 0.0)],
+        [("set", "b", "int", 2, 0.0)],
+    ]
     assert records[-1][0] == good_size
     # A torn tail: the start of a third record whose body never reached the disk.
     with open(path, "ab") as f:
@@ -56,7 +59,9 @@ def test_journal_refuses_records_that_would_run_code(tmp_path: Path) -> None:
 
     payload = pickle.dumps([Path("/etc")])  # refers to a class: not builtin data
     path = tmp_path / "evil.jnl"
-    path.write_bytes(journal.MAGIC + struct.pack("<II", len(payload), zlib.crc32(payload)) + payload)
+    path.write_bytes(
+        journal.MAGIC + struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+    )
     assert list(journal.read_records(path)) == []
 
 
@@ -124,7 +129,7 @@ def test_sigkill_loses_at_most_the_last_second(store: str, tmp_path: Path) -> No
     assert t.step.tolist() == list(range(len(t)))
     # ...and the last stored point was logged less than a second before the kill, so
     # every point logged earlier than that survived.
-    assert t.value[-1] >= kill_time - 1.0, (kill_time - t.value[-1])
+    assert t.value[-1] >= kill_time - 1.0, kill_time - t.value[-1]
     # The store is consistent and writable after the crash.
     with tracker.init_run(project="kill", store=store, run_id="victim") as again:
         again.log({"t": time.time(), "step": -1.0})
@@ -192,7 +197,9 @@ def test_sigterm_marks_run_terminated(store: str, tmp_path: Path) -> None:
             """
         )
     )
-    proc = subprocess.Popen([PYTHON, str(script), store], stdout=subprocess.PIPE, env=python_env(), text=True)
+    proc = subprocess.Popen(
+        [PYTHON, str(script), store], stdout=subprocess.PIPE, env=python_env(), text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "ready"
         proc.send_signal(signal.SIGTERM)
@@ -244,7 +251,11 @@ def test_flush_raises_when_the_journal_cannot_be_written(
     run.log({"a": 3.0})
     run.flush()
     run.close()
-    assert tracker.read_run(run.id, store=store)["a"].fetch_values().value.tolist() == [1.0, 2.0, 3.0]
+    assert tracker.read_run(run.id, store=store)["a"].fetch_values().value.tolist() == [
+        1.0,
+        2.0,
+        3.0,
+    ]
 
 
 def test_a_run_the_script_dropped_is_still_closed_at_exit(store: str, tmp_path: Path) -> None:

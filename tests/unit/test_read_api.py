@@ -95,9 +95,13 @@ def test_fetch_errors_name_the_path(store: str) -> None:
 
 
 def test_list_runs_filters(store: str) -> None:
-    a = tracker.init_run(project="p", store=store, tags=["base", "x"], config={"lr": 0.1, "opt": {"name": "adam"}})
+    a = tracker.init_run(
+        project="p", store=store, tags=["base", "x"], config={"lr": 0.1, "opt": {"name": "adam"}}
+    )
     a.close()
-    b = tracker.init_run(project="p", store=store, tags=["base"], config={"lr": 0.2, "opt": {"name": "sgd"}})
+    b = tracker.init_run(
+        project="p", store=store, tags=["base"], config={"lr": 0.2, "opt": {"name": "sgd"}}
+    )
     b.close("failed")
     c = tracker.init_run(project="q", store=store, tags=["x"], config={"lr": 0.1})
     ids = lambda rows: sorted(r["id"] for r in rows)  # noqa: E731
@@ -106,7 +110,9 @@ def test_list_runs_filters(store: str) -> None:
     assert ids(tracker.list_runs(tags=["base", "x"], store=store)) == [a.id]
     assert ids(tracker.list_runs(tags="x", store=store)) == sorted([a.id, c.id])
     assert ids(tracker.list_runs(status="failed", store=store)) == [b.id]
-    assert ids(tracker.list_runs(status=["running", "finished"], store=store)) == sorted([a.id, c.id])
+    assert ids(tracker.list_runs(status=["running", "finished"], store=store)) == sorted(
+        [a.id, c.id]
+    )
     assert ids(tracker.list_runs(config={"lr": 0.1}, store=store)) == sorted([a.id, c.id])
     assert ids(tracker.list_runs(config={"opt": {"name": "sgd"}}, store=store)) == [b.id]
     row = next(r for r in tracker.list_runs(store=store) if r["id"] == a.id)

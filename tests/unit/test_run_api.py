@@ -145,7 +145,9 @@ def test_close_is_idempotent_and_status_recorded(store: str) -> None:
 def test_run_is_listed_as_soon_as_init_returns(store: str) -> None:
     run = tracker.init_run(project="listed", store=store, name="first")
     rows = tracker.list_runs(project="listed", store=store)
-    assert [(row["id"], row["name"], row["status"]) for row in rows] == [(run.id, "first", "running")]
+    assert [(row["id"], row["name"], row["status"]) for row in rows] == [
+        (run.id, "first", "running")
+    ]
     run.close()
 
 

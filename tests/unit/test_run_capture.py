@@ -23,7 +23,9 @@ def test_system_metrics_at_the_set_interval_and_stop_on_close(store: str) -> Non
     assert "sys/host/ram_used_percent" in r.paths()
     assert not any(p.startswith("sys/gpu/") for p in r.paths())  # no NVML here: left out
     time.sleep(0.3)
-    assert len(tracker.read_run(run.id, store=store)["sys/process/rss_mb"].fetch_values()) == len(rss)
+    assert len(tracker.read_run(run.id, store=store)["sys/process/rss_mb"].fetch_values()) == len(
+        rss
+    )
 
 
 def test_system_metrics_do_not_move_the_run_step_counter(store: str) -> None:

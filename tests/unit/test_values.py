@@ -15,7 +15,14 @@ from tracker.core import values
 
 def test_numpy_scalars_and_zero_d_arrays(store: str) -> None:
     with tracker.init_run(project="p", store=store) as run:
-        run.log({"f32": np.float32(0.5), "i64": np.int64(7), "zero_d": np.array(2.5), "b": np.bool_(True)})
+        run.log(
+            {
+                "f32": np.float32(0.5),
+                "i64": np.int64(7),
+                "zero_d": np.array(2.5),
+                "b": np.bool_(True),
+            }
+        )
         run["field/np"] = np.float64(1.25)
         run["field/npint"] = np.int32(4)
     r = tracker.read_run(run.id, store=store)

@@ -77,7 +77,6 @@ class TrackerCallback(keras.callbacks.Callback):
 
     # -- hooks ----------------------------------------------------------------------------
 
-
     def __getstate__(self) -> dict[str, Any]:
         # Frameworks copy or pickle callbacks (spawned workers, deep copies); a lock
         # cannot travel, and a fresh one is what the copy needs.
@@ -88,6 +87,7 @@ class TrackerCallback(keras.callbacks.Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         if self._given_run is not None:
             self.run = self._given_run

@@ -17,8 +17,7 @@ try:
     from transformers import TrainerCallback
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "tracker.integrations.transformers needs transformers: "
-        "pip install 'tracker[transformers]'"
+        "tracker.integrations.transformers needs transformers: pip install 'tracker[transformers]'"
     ) from exc
 
 import tracker

@@ -340,8 +340,9 @@ def _encode(ops: list[Any]) -> bytes:
 # -- entry point --------------------------------------------------------------------------
 
 
-def open_distributed_run(info: RankInfo, *, project: str, name: str | None, run_id: str | None,
-                         mode: str, **kwargs: Any) -> Run:
+def open_distributed_run(
+    info: RankInfo, *, project: str, name: str | None, run_id: str | None, mode: str, **kwargs: Any
+) -> Run:
     """Open this rank's ``Run`` of a job of ``info.world_size`` processes."""
     store = None if mode == "disabled" else _store_now(info)
     run_id = _agree_on_run_id(info, run_id, project, name, store)
@@ -351,9 +352,7 @@ def open_distributed_run(info: RankInfo, *, project: str, name: str | None, run_
             **{f"ranks/0/{k}": v for k, v in _where(info).items()},
             "job/world_size": info.world_size,
         }
-        run = open_run(
-            project, name=name, run_id=run_id, mode=mode, run_class=WriterRun, **kwargs
-        )
+        run = open_run(project, name=name, run_id=run_id, mode=mode, run_class=WriterRun, **kwargs)
         run.rank, run.world_size, run.is_writer = 0, info.world_size, True
         if mode != "disabled":
             run._gatherer = Gatherer(run, _Link(info, run_id, store))

@@ -1,9 +1,10 @@
 """Lightning strategy="ddp" on two CPU processes with TrackerLogger (Lightning re-runs this
 script for rank 1). Each rank also logs a key of its own, without sync_dist."""
 
-from __future__ import os
+from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 from lightning.pytorch import Trainer

@@ -29,17 +29,21 @@ def start_torch():
         # can read the first attempt's gloo addresses (a race in torch itself, seen with
         # no tracker at all); a per-attempt key prefix keeps the attempts apart.
         attempt = os.environ["TORCHELASTIC_RESTART_COUNT"]
-        agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
-                              is_master=False)
-        dist.init_process_group("gloo", store=dist.PrefixStore(f"attempt{attempt}", agent),
-                                rank=rank, world_size=world)
+        agent = dist.TCPStore(
+            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False
+        )
+        dist.init_process_group(
+            "gloo", store=dist.PrefixStore(f"attempt{attempt}", agent), rank=rank, world_size=world
+        )
     else:
         dist.init_process_group("gloo")
 
 
 if args.init_first == "torch":
     start_torch()
-run = tracker.init_run(project="dist", store=args.store, config={"world": world}, system_metrics=0.2)
+run = tracker.init_run(
+    project="dist", store=args.store, config={"world": world}, system_metrics=0.2
+)
 if args.init_first == "tracker":
     start_torch()
 assert run.rank == rank and run.world_size == world and run.is_writer == (rank == 0)
