@@ -265,3 +265,15 @@ def test_file_uri_store_and_server_address_error(tmp_path: Path) -> None:
     assert tracker.read_run(run.id, store=uri)["a"].fetch() == 1.0
     with pytest.raises(tracker.StoreError, match="server"):
         tracker.init_run(project="p", store="http://localhost:1")
+
+
+def test_logging_after_close_warns_once_and_changes_nothing(store: str) -> None:
+    run = tracker.init_run(project="p", store=store, system_metrics=False)
+    run.log({"a": 1.0})
+    run.close()
+    with pytest.warns(RuntimeWarning, match="is closed") as record:
+        run.log({"a": 2.0})
+        run["b"] = 1
+    assert len(record) == 1
+    r = tracker.read_run(run.id, store=store)
+    assert r["a"].fetch_values().value.tolist() == [1.0] and "b" not in r.paths()

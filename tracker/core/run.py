@@ -14,6 +14,7 @@ import datetime as _dt
 import numbers
 import time
 import traceback
+import warnings
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
@@ -320,6 +321,19 @@ class Run:
             self._enqueue(("set", "sys/failure/traceback", "str", error, _time()))
         self._enqueue(("status", status, _time(), error))
         self._writer.close(self._close_timeout)
+        # Later calls have nowhere to go: say so once instead of dropping them silently.
+        # Swapping the bound method keeps the open run's hot path free of a closed check.
+        self._enqueue = self._after_close
+
+    def _after_close(self, op: Any) -> None:
+        if not getattr(self, "_warned_closed", False):
+            self._warned_closed = True
+            warnings.warn(
+                f"tracker: run {self.id} is closed ({self.status}); logging to it does "
+                "nothing (open it again with tracker.init_run(run_id=...) to continue it)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def __enter__(self) -> Run:
         return self
