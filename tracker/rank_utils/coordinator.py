@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import importlib.util
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -331,6 +333,21 @@ class Shipper:
         self._stop.set()
 
 
+def _torch_installed() -> bool:
+    if "torch" in sys.modules:
+        return sys.modules["torch"] is not None  # None: an import of torch is blocked
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _disabled(info: RankInfo, project: str, name: str | None, run_id: str | None) -> Run:
+    run = open_run(project, name=name, run_id=run_id, mode="disabled")
+    run.rank, run.world_size, run.is_writer = info.rank, info.world_size, info.rank == 0
+    return run
+
+
 def _encode(ops: list[Any]) -> bytes:
     import pickle
 
@@ -344,8 +361,24 @@ def open_distributed_run(
     info: RankInfo, *, project: str, name: str | None, run_id: str | None, mode: str, **kwargs: Any
 ) -> Run:
     """Open this rank's ``Run`` of a job of ``info.world_size`` processes."""
-    store = None if mode == "disabled" else _store_now(info)
-    run_id = _agree_on_run_id(info, run_id, project, name, store)
+    if mode == "disabled":
+        return _disabled(info, project, name, run_id)
+    gather = _torch_installed()
+    if not gather:
+        # The transport is a gloo group: without torch, ranks cannot reach rank 0.
+        warnings.warn(
+            f"tracker: rank {info.rank} of {info.world_size} ({info.source}), but torch is not "
+            "installed, so the other ranks' metrics cannot be gathered: only rank 0 records "
+            "(install torch, or use tracker.api.init_local_run on the one writing process)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    store = _store_now(info) if gather else None
+    if not gather and run_id is None:
+        job_id = _usable_job_id(info)
+        run_id = derived_run_id(job_id, project, name) if job_id else None
+    else:
+        run_id = _agree_on_run_id(info, run_id, project, name, store)
     if info.rank == 0:
         kwargs["extra_fields"] = {
             **(kwargs.get("extra_fields") or {}),
@@ -354,11 +387,11 @@ def open_distributed_run(
         }
         run = open_run(project, name=name, run_id=run_id, mode=mode, run_class=WriterRun, **kwargs)
         run.rank, run.world_size, run.is_writer = 0, info.world_size, True
-        if mode != "disabled":
+        if gather:
             run._gatherer = Gatherer(run, _Link(info, run_id, store))
         return run
-    if mode == "disabled":
-        return open_run(project, name=name, run_id=run_id, mode="disabled")
+    if not gather:
+        return _disabled(info, project, name, run_id)
     shipper = Shipper(info, _Link(info, run_id, store))
     run = Run(
         run_id=run_id,
