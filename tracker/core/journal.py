@@ -14,6 +14,7 @@ segment never continues after a tail that a crash left half-written.
 from __future__ import annotations
 
 import io
+import mmap
 import os
 import pickle
 import struct
@@ -99,26 +100,29 @@ class JournalWriter:
 def read_records(path: Path, start: int = 0) -> Iterator[tuple[int, list[Any]]]:
     """Yield ``(end_offset, ops)`` for each intact record at or after ``start``.
 
-    Stops silently at a torn or corrupt tail: everything before it is intact.
+    Stops silently at a torn or corrupt tail: everything before it is intact. The
+    segment is memory-mapped, so replaying a large journal does not read it into memory.
     """
     with open(path, "rb") as f:
-        data = f.read()
-    if not data.startswith(MAGIC):
-        return
-    pos = max(start, len(MAGIC))
-    size = len(data)
-    while pos + _HEADER.size <= size:
-        length, crc = _HEADER.unpack_from(data, pos)
-        body_start = pos + _HEADER.size
-        body_end = body_start + length
-        if body_end > size:
+        size = os.fstat(f.fileno()).st_size
+        if size < len(MAGIC):
             return
-        payload = data[body_start:body_end]
-        if zlib.crc32(payload) != crc:
-            return
-        try:
-            ops = decode(payload)
-        except Exception:  # noqa: BLE001 - a record we cannot read ends the segment
-            return
-        yield body_end, ops
-        pos = body_end
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data[: len(MAGIC)] != MAGIC:
+                return
+            pos = max(start, len(MAGIC))
+            while pos + _HEADER.size <= size:
+                length, crc = _HEADER.unpack_from(data, pos)
+                body_start = pos + _HEADER.size
+                body_end = body_start + length
+                if body_end > size:
+                    return
+                payload = data[body_start:body_end]
+                if zlib.crc32(payload) != crc:
+                    return
+                try:
+                    ops = decode(payload)
+                except Exception:  # noqa: BLE001 - a record we cannot read ends the segment
+                    return
+                yield body_end, ops
+                pos = body_end
