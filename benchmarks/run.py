@@ -344,6 +344,27 @@ def wl_read(ctx: Context) -> dict[str, Any]:
             workdir=built["workdir"],
             timeout=400,
         )
+        verify = None
+        if lib == "tracker" and "error" not in r:
+            # The same store read with and without the chunk checks, alternating.
+            verify = ctx.child(
+                "read_verify",
+                lib,
+                ref=built["ref"],
+                points=points,
+                reps=1 if ctx.quick else 7,
+                workdir=built["workdir"],
+                timeout=400,
+            )
+            if "error" in verify:
+                rows.append(verify)
+                verify = None
+            else:
+                ctx.say(
+                    f"  read tracker {points:,} points: checksums verified median "
+                    f"{verify['verified_median_s']:.3f} s, not verified "
+                    f"{verify['unverified_median_s']:.3f} s (load {verify['load']:.2f})"
+                )
         _cleanup(built)
         if "error" in r:
             rows.append(r)
@@ -363,6 +384,14 @@ def wl_read(ctx: Context) -> dict[str, Any]:
                 "build_s": built["build_s"],
                 "loads": [r["load"]],
                 "versions": r.get("versions", {}),
+                **(
+                    {}
+                    if verify is None
+                    else {
+                        "verified_median_s": verify["verified_median_s"],
+                        "unverified_median_s": verify["unverified_median_s"],
+                    }
+                ),
             }
         )
     return {"rows": rows, "full": full}
@@ -399,6 +428,28 @@ def wl_downsample(ctx: Context) -> dict[str, Any]:
     )
     r.update(lib="tracker", build_s=built["build_s"], loads=[r["load"]])
     return {"rows": [r]}
+
+
+def wl_backpressure(ctx: Context) -> dict[str, Any]:
+    """Back-pressure: the waits of ordinary loops (none expected) and of a tight loop."""
+    if not ctx.wants("tracker"):
+        return {"rows": []}
+    rows = []
+    plan = [(0, 400_000), (10, 100_000), (100, 20_000), (1000, 3_000)]
+    if ctx.quick:
+        plan = [(0, 50_000), (100, 2_000)]
+    for work_us, n in plan:
+        r = ctx.child("backpressure", "tracker", n=n, work_us=work_us, timeout=300)
+        if "error" not in r:
+            ctx.say(
+                f"  backpressure work={work_us} µs: {r['waits']} waits of {n:,} calls "
+                f"(median {r['wait_median_ms']:.2f} ms, max {r['wait_max_ms']:.2f} ms, "
+                f"{r['wait_total_s'] / r['loop_s']:.1%} of the loop), deepest queue "
+                f"{r['deepest_queue']:,} of limit {r['max_queue']:,}"
+            )
+        _cleanup(r)
+        rows.append(r)
+    return {"rows": rows}
 
 
 def _time_python(code: str, env: dict[str, str]) -> float:
@@ -565,6 +616,7 @@ WORKLOADS: dict[str, Workload] = {
     "read": Workload(wl_read, "read a 1,000,000-point series"),
     "downsample": Workload(wl_downsample, "downsample 10,000,000 points to 1,000 buckets"),
     "ddp": Workload(wl_ddp, "DDP step time, 4 ranks, every rank logging every step"),
+    "backpressure": Workload(wl_backpressure, "back-pressure: when run.log waits for the writer"),
 }
 
 

@@ -129,6 +129,55 @@ def throughput(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# -- back-pressure: how often, and how long, log waits for the writer ------------------------
+
+
+def backpressure(spec: dict[str, Any]) -> dict[str, Any]:
+    """``n`` calls of 10 floats with ``work_us`` of busy work before each; the waits.
+
+    ``work_us=0`` is the tight loop back-pressure exists for; 10-1,000 µs of work a step
+    is what training loops do (a real step is milliseconds). Reports every wait that
+    ``run.log`` made and how far the queue was allowed to grow.
+    """
+    import numpy as np
+
+    import tracker
+
+    n, work = spec["n"], spec["work_us"] / 1e6
+    pool = _pool(_keys(10))
+    run = tracker.init_run(
+        project="bench", store=os.path.join(spec["workdir"], "store"), system_metrics=False
+    )
+    writer = run._writer
+    load = _load()
+    deepest = 0
+    start = time.perf_counter()
+    for i in range(n):
+        if work:
+            until = time.perf_counter() + work
+            while time.perf_counter() < until:
+                pass
+        run.log(pool[i % POOL], step=i)
+        if not i % 256:
+            deepest = max(deepest, len(writer.queue))
+    looped = time.perf_counter() - start
+    run.close()
+    waits = np.asarray(writer.waits, dtype=np.float64)
+    return {
+        "calls": n,
+        "work_us": spec["work_us"],
+        "loop_s": looped,
+        "waits": int(len(waits)),
+        "wait_total_s": float(waits.sum()),
+        "wait_median_ms": float(np.median(waits) * 1e3) if len(waits) else 0.0,
+        "wait_p99_ms": float(np.percentile(waits, 99) * 1e3) if len(waits) else 0.0,
+        "wait_max_ms": float(waits.max() * 1e3) if len(waits) else 0.0,
+        "max_queue": writer.max_queue,
+        "deepest_queue": deepest,
+        "load": load,
+    }
+
+
 # -- 3: a 5,000-key dict --------------------------------------------------------------------
 
 
@@ -302,6 +351,43 @@ def read_series(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def read_verify(spec: dict[str, Any]) -> dict[str, Any]:
+    """What checking each chunk's CRC-32 and sizes costs a read of the whole series.
+
+    Reads with verification (as every read does) and without it (a private switch of
+    the reader, for this measurement only) alternate, so that both see the same cache
+    and load; each read goes through a fresh reader object.
+    """
+    import tracker
+    import tracker.core.reader as reader
+
+    ref, reps, n = spec["ref"], spec["reps"], spec["points"]
+    store = os.path.join(spec["workdir"], "store")
+    read_run = tracker.read_run
+    load = _load()
+    read_run(ref, store=store)["x"].fetch_values()  # warm: the first read pays imports
+    times: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        for _ in range(reps):
+            for verify in (True, False):
+                reader._VERIFY_CHUNKS = verify
+                t0 = time.perf_counter()
+                values = read_run(ref, store=store)["x"].fetch_values()
+                times[verify].append(time.perf_counter() - t0)
+                assert len(values) == n, (len(values), n)
+    finally:
+        reader._VERIFY_CHUNKS = True
+    return {
+        "points": n,
+        "verified_median_s": statistics.median(times[True]),
+        "unverified_median_s": statistics.median(times[False]),
+        "verified_s": times[True],
+        "unverified_s": times[False],
+        "load": load,
+        "versions": {"tracker": tracker.__version__},
+    }
+
+
 def downsample(spec: dict[str, Any]) -> dict[str, Any]:
     """fetch_values(buckets=N) on the long series; the read and the bucketing apart too."""
     import tracker
@@ -346,7 +432,9 @@ TASKS = {
     "many_series": many_series,
     "build_series": build_series,
     "read_series": read_series,
+    "read_verify": read_verify,
     "downsample": downsample,
+    "backpressure": backpressure,
 }
 
 

@@ -23,7 +23,9 @@ __all__ = [
     "TrackerError",
     "RunNotFoundError",
     "RunExistsError",
+    "RunInUseError",
     "StoreError",
+    "CorruptDataError",
     "WriterError",
     "__version__",
 ]
@@ -36,14 +38,18 @@ _LAZY = {
     "TrackerError": ("tracker.core.errors", "TrackerError"),
     "RunNotFoundError": ("tracker.core.errors", "RunNotFoundError"),
     "RunExistsError": ("tracker.core.errors", "RunExistsError"),
+    "RunInUseError": ("tracker.core.errors", "RunInUseError"),
     "StoreError": ("tracker.core.errors", "StoreError"),
+    "CorruptDataError": ("tracker.core.errors", "CorruptDataError"),
     "WriterError": ("tracker.core.errors", "WriterError"),
 }
 
 if TYPE_CHECKING:
     from .api import init_run
     from .core.errors import (
+        CorruptDataError,
         RunExistsError,
+        RunInUseError,
         RunNotFoundError,
         StoreError,
         TrackerError,

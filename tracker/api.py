@@ -71,9 +71,12 @@ def init_local_run(project: str | None = None, **kwargs: Any) -> Run:
     (the Keras multi-worker chief, XGBoost's rank 0): the other workers open no run and
     nothing is gathered. Takes the same keyword arguments as ``init_run``.
     """
+    import inspect
+
     from .rank_utils import detect_rank
     from .rank_utils.environments import RankInfo
 
+    inspect.signature(init_run).bind(project, **kwargs)  # the same arguments, or TypeError
     alone = RankInfo(0, detect_rank().local_rank, 1, 1, 0, None, "single")
     return _open(alone, project, **kwargs)
 
@@ -82,44 +85,38 @@ def _open(
     info: Any,
     project: str | None,
     *,
-    name: str | None = None,
-    run_id: str | None = None,
-    tags: Iterable[str] = (),
-    config: Mapping[str, Any] | None = None,
-    fork_from: tuple[str, int] | None = None,
-    resume: str = "allow",
-    store: str | os.PathLike[str] | None = None,
     mode: str = "async",
     system_metrics: bool | float = True,
+    **run_args: Any,
 ) -> Run:
+    """Open this process's run as ``info`` places it; ``run_args`` are init_run's others."""
     from .core.environment import capture_environment
     from .core.secrets import mask_secrets
+    from .core.session import check_start, check_tags
 
     project = project or os.environ.get("TRACKER_PROJECT") or "default"
-    environment = (
-        {} if mode == "disabled" else {f"sys/{k}": v for k, v in capture_environment().items()}
-    )
-    common = dict(
-        tags=tags,
-        config=config,
-        fork_from=fork_from,
-        resume=resume,
-        store=store,
-        mask=mask_secrets,
-        extra_fields=environment,
-    )
+    # Checked here, before any rank agrees on an id or opens anything, so that a bad
+    # argument fails the same way on every rank and leaves nothing behind.
+    checked = ("name", "run_id", "tags", "config", "fork_from", "resume")
+    check_start(project=project, mode=mode, **{k: v for k, v in run_args.items() if k in checked})
+    if not isinstance(system_metrics, bool | int | float) or (
+        not isinstance(system_metrics, bool) and not system_metrics > 0
+    ):
+        raise ValueError(
+            f"system_metrics={system_metrics!r}: use True, False or an interval in seconds"
+        )
+    run_args["tags"] = check_tags(run_args.get("tags", ()))
+    if mode != "disabled":
+        environment = {f"sys/{k}": v for k, v in capture_environment().items()}
+        run_args.update(mask=mask_secrets, extra_fields=environment)
     if info.world_size > 1:
         from .rank_utils.coordinator import open_distributed_run
 
-        run = open_distributed_run(
-            info, project=project, name=name, run_id=run_id, mode=mode, **common
-        )
-        if not run.is_writer:
-            run._assign_many(environment)
+        run = open_distributed_run(info, project=project, mode=mode, **run_args)
     else:
         from .core.session import open_run
 
-        run = open_run(project, name=name, run_id=run_id, mode=mode, **common)
+        run = open_run(project, mode=mode, **run_args)
     if system_metrics and mode != "disabled":
         _start_system_metrics(run, system_metrics, info.local_rank)
     return run

@@ -10,6 +10,12 @@
 
 Every command takes ``--store PATH`` (default: $TRACKER_STORE, else ./.tracker). This
 module parses and prints; the work is done by the read API and ``core.admin``.
+
+No command prints a traceback for one bad run: a run that cannot be read, recovered or
+synced is reported in one line (its id and the error) and the command goes on with the
+others, exiting 1 at the end; tracker's own errors are one line and exit status 1.
+The looking commands (ls, show, compare, export, doctor, gc --dry-run) open the store
+read-only, so that they work on a store that cannot be written.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import os
 import sqlite3
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -57,17 +64,40 @@ _MISSING = "—"
 _ABSENT = object()  # a key a run does not have (None is a value a run can have)
 
 
+def _one_line(text: object) -> str:
+    """A message as one line: errors can carry newlines (a run's stored traceback)."""
+    return " ".join(str(text).split())
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    # A warning (a run that could not be recovered, say) is one line on stderr, not
+    # Python's two lines with a source location that means nothing to a CLI user.
+    text = _one_line(message).removeprefix("tracker: ")
+    click.echo(f"warning: {text}", err=True)
+
+
 class _Group(click.Group):
     """Turns tracker's own errors into a one-line message and exit status 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", RuntimeWarning)
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except TrackerError as exc:
-            raise click.ClickException(str(exc)) from None
-        except sqlite3.DatabaseError as exc:
+            raise click.ClickException(_one_line(exc)) from None
+        except sqlite3.Error as exc:
             raise click.ClickException(
-                f"the store's database cannot be read ({exc}); `tracker doctor` checks it"
+                f"the store's database cannot be read ({_one_line(exc)}); "
+                "`tracker doctor` checks it"
             ) from None
         except BrokenPipeError:
             # The reader went away (`tracker export RUN | head`): stop quietly. Pointing
@@ -77,6 +107,9 @@ class _Group(click.Group):
             except (OSError, ValueError, io.UnsupportedOperation):
                 pass
             ctx.exit(1)
+        except OSError as exc:
+            # An output file that cannot be written, a store directory that cannot be read.
+            raise click.ClickException(_one_line(exc)) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -105,7 +138,20 @@ def _console(stderr: bool = False) -> Console:
 
 
 def _open(store: str | None) -> Store:
+    """The store, read-only: what every command that only looks uses."""
+    return Store(store, create=False, readonly=True)
+
+
+def _open_for_writing(store: str | None) -> Store:
     return Store(store, create=False)
+
+
+def _report(problems: list[str]) -> None:
+    """Print one line per run (or series) that failed, on stderr; exit 1 if any did."""
+    for problem in problems:
+        click.echo(f"error: {_one_line(problem)}", err=True)
+    if problems:
+        click.get_current_context().exit(1)
 
 
 def _split(values: Iterable[str]) -> list[str]:
@@ -283,6 +329,14 @@ def _series_keys(run: RunReader, store: Store) -> list[tuple[str, int]]:
 
 def _series_stats(run: RunReader, path: str, rank: int, width: int) -> dict[str, Any] | None:
     try:
+        return _stats(run, path, rank, width)
+    except (TrackerError, sqlite3.DatabaseError) as exc:
+        # A damaged series: shown as such; the run's other series are still worth seeing.
+        return {"error": _one_line(exc)}
+
+
+def _stats(run: RunReader, path: str, rank: int, width: int) -> dict[str, Any] | None:
+    try:
         b = run[path].fetch_values(rank=rank, buckets=width)
     except KeyError:
         return None
@@ -365,6 +419,8 @@ def show_cmd(run: str, project: str | None, full: bool, width: int, store: str |
 
     keys = [k for k in _series_keys(r, st) if k[0] not in fields]
     stats = [(p, k, s) for p, k in keys if (s := _series_stats(r, p, k, width)) is not None]
+    problems = [f"series {p!r} rank {k}: {s['error']}" for p, k, s in stats if "error" in s]
+    stats = [(p, k, s) for p, k, s in stats if "error" not in s]
     if stats:
         many = len({k for _, k, _ in stats}) > 1
         table = Table(
@@ -383,6 +439,7 @@ def show_cmd(run: str, project: str | None, full: bool, width: int, store: str |
             table.add_row(*cells, s["trend"])
         console.print()
         console.print(table)
+    _report(problems)
 
 
 # -- compare -------------------------------------------------------------------------------
@@ -422,10 +479,22 @@ def compare_cmd(
         raise click.UsageError("compare needs at least two runs")
     st = _open(store)
     ids = [admin.resolve_run_id(st, text, project) for text in runs]
-    readers = [tracker.read_run(rid, project=project, store=st.root) for rid in ids]
-    all_fields = [r.fields() for r in readers]
-    configs = [{p: v for p, v in f.items() if p.startswith("config/")} for f in all_fields]
-    finals = [_final_values(r, f) for r, f in zip(readers, all_fields, strict=True)]
+    readers, configs, finals, statuses, problems = [], [], [], [], []
+    for rid in ids:
+        try:
+            r = tracker.read_run(rid, project=project, store=st.root)
+            fields = r.fields()
+            final = _final_values(r, fields)
+            status = r.status
+        except (TrackerError, sqlite3.DatabaseError) as exc:
+            problems.append(f"run {rid}: {exc}")
+            continue
+        readers.append(r)
+        configs.append({p: v for p, v in fields.items() if p.startswith("config/")})
+        finals.append(final)
+        statuses.append(status)
+    if not readers:
+        _report(problems)
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("", no_wrap=True)
@@ -433,7 +502,7 @@ def compare_cmd(
         table.add_column(
             r.id + (f"\n{r.name}" if r.name else ""), justify="right", min_width=len(r.id)
         )
-    table.add_row("status", *(_status(r.status) for r in readers))
+    table.add_row("status", *(_status(status) for status in statuses))
 
     keys = sorted(set().union(*configs))
     equal = 0
@@ -455,6 +524,7 @@ def compare_cmd(
     console.print(table)
     if equal:
         console.print(f"{equal} config value(s) equal in every run, not shown (--all shows them)")
+    _report(problems)
 
 
 # -- export --------------------------------------------------------------------------------
@@ -696,7 +766,7 @@ def gc_cmd(
         raise click.UsageError(
             "give at least one filter: --older-than, --status, --tag or --project"
         )
-    st = _open(store)
+    st = _open(store) if dry_run else _open_for_writing(store)
     plan = admin.find_runs_to_delete(
         st, older_than=age, statuses=status_list, tags=tag_list, project=project
     )
@@ -768,16 +838,23 @@ def doctor_cmd(ctx: click.Context, store: str | None) -> None:
 @_store_option
 def sync_cmd(store: str | None) -> None:
     """Apply every journal the store has not applied (offline runs, crashed writers)."""
-    from tracker.core.replay import sync_store
-
-    st = _open(store)
-    backlog = admin.journal_backlog(st)
+    st = _open_for_writing(store)
+    console = _console()
+    try:
+        backlog = admin.journal_backlog(st)
+    except (TrackerError, OSError, sqlite3.Error) as exc:
+        # Only the report's byte counts come from it; syncing itself goes on.
+        click.echo(f"warning: cannot measure the journal backlog: {_one_line(exc)}", err=True)
+        backlog = {}
     conn = st.connection()
     running = {r for (r,) in conn.execute("SELECT run_id FROM runs WHERE status='running'")}
-    synced = sync_store(st)
-    console = _console()
+    results = admin.sync_runs(st)
     changed = 0
-    for run_id in synced:
+    problems = []
+    for run_id, error in results:
+        if error is not None:
+            problems.append(f"could not sync run {run_id}: {error}")
+            continue
         row = conn.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
         status = row[0] if row else "unknown"
         if run_id in backlog:
@@ -789,8 +866,11 @@ def sync_cmd(store: str | None) -> None:
         changed += 1
     if changed:
         console.print(f"{changed} run(s) synced")
-    else:
-        console.print(f"nothing to sync: the store holds every journal ({len(synced)} checked)")
+    elif not problems:
+        console.print(f"nothing to sync: the store holds every journal ({len(results)} checked)")
+    if problems:
+        console.print(f"{len(problems)} run(s) could not be synced")
+    _report(problems)
 
 
 if __name__ == "__main__":

@@ -437,8 +437,15 @@ def test_doctor_passes_on_a_good_store(store: str) -> None:
     out = _cli("doctor", "--store", store)
     assert out.exit_code == 0, out.output
     lines = out.output.strip().splitlines()
-    assert all(line.startswith("✓") for line in lines) and len(lines) == 7
-    for name in ("store exists", "database integrity", "schema version", "writable"):
+    assert all(line.startswith("✓") for line in lines) and len(lines) == 9
+    for name in (
+        "store exists",
+        "database integrity",
+        "schema version",
+        "writable",
+        "chunk checksums",
+        "records set aside",
+    ):
         assert any(name in line for line in lines)
     checks = admin.check_store(store)
     assert all(c.ok for c in checks)

@@ -45,11 +45,32 @@ def test_journal_records_round_trip_and_torn_tail_is_ignored(tmp_path: Path) -> 
     with open(path, "ab") as f:
         f.write(journal.encode([("set", "c", "int", 3, 0.0)])[:11])
     assert len(list(journal.read_records(path))) == 2
-    # A corrupt record (bit flip in the body) ends the segment at that record.
+    scan = journal.scan_segment(path)
+    assert (scan.records, scan.skipped, scan.torn_tail) == (2, [], (good_size, 11))
+    # A corrupt last record (bit flip in its body) is torn too: nothing intact follows.
     data = bytearray(path.read_bytes())
-    data[-20] ^= 0xFF
-    path.write_bytes(bytes(data[: good_size - 5]) + bytes(data[good_size - 5 : good_size]))
-    assert len(list(journal.read_records(path))) <= 2
+    data[good_size - 9] ^= 0xFF
+    path.write_bytes(bytes(data[:good_size]))
+    assert [ops for _, ops in journal.read_records(path)] == [[("set", "a", "int", 1, 0.0)]]
+    assert journal.scan_segment(path).torn_tail == (records[0][0], good_size - records[0][0])
+
+
+def test_journal_reader_resyncs_past_a_corrupt_record(tmp_path: Path) -> None:
+    path = tmp_path / "seg.jnl"
+    w = journal.JournalWriter(path)
+    ends = [w.append([("set", f"k{i}", "int", i, 0.0)])[1] for i in range(5)]
+    w.close()
+    data = bytearray(path.read_bytes())
+    data[ends[1] + 5] ^= 0x01  # in record 2's length: its checksum covers the length
+    data[ends[1] + 20] ^= 0x80
+    path.write_bytes(bytes(data))
+    stats = journal.SegmentScan()
+    got = list(journal.read_records(path, stats=stats))
+    assert [ops[0][1] for _, ops in got] == ["k0", "k1", "k3", "k4"]
+    assert stats.skipped == [(ends[1], ends[2] - ends[1])]
+    assert stats.torn_tail is None and stats.corrupt
+    # Reading from an offset it yielded goes on past the damage the same way.
+    assert [ops[0][1] for _, ops in journal.read_records(path, ends[0])] == ["k1", "k3", "k4"]
 
 
 def test_journal_refuses_records_that_would_run_code(tmp_path: Path) -> None:
@@ -59,8 +80,11 @@ def test_journal_refuses_records_that_would_run_code(tmp_path: Path) -> None:
 
     payload = pickle.dumps([Path("/etc")])  # refers to a class: not builtin data
     path = tmp_path / "evil.jnl"
+    path.write_bytes(journal.MAGIC + journal.frame(payload))
+    assert list(journal.read_records(path)) == []
+    # The same in a version-1 segment (the old framing, no sync marker).
     path.write_bytes(
-        journal.MAGIC + struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+        journal.MAGIC_V1 + struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
     )
     assert list(journal.read_records(path)) == []
 

@@ -6,7 +6,9 @@ from tracker.core.secrets import (
     MASK,
     looks_secret,
     mask_argv,
+    mask_field,
     mask_secrets,
+    mask_text,
     strip_url_credentials,
 )
 
@@ -135,6 +137,13 @@ def test_mask_secrets_descends_into_nested_mappings() -> None:
         (["t.py", "--password=abc"], ["t.py", f"--password={MASK}"]),
         (["t.py", "--api_key", "--verbose"], ["t.py", "--api_key", "--verbose"]),
         (["t.py", "--max-tokens", "128"], ["t.py", "--max-tokens", "128"]),
+        # By value, whatever the option is called.
+        (
+            ["t.py", "--db-url", "postgres://u:pw@h/db"],
+            ["t.py", "--db-url", f"postgres://u:{MASK}@h/db"],
+        ),
+        (["t.py", "--remote=https://tok@h/x"], ["t.py", f"--remote=https://{MASK}@h/x"]),
+        (["t.py", "--data", "s3://bucket/key"], ["t.py", "--data", "s3://bucket/key"]),
     ],
 )
 def test_mask_argv(argv: list[str], expected: list[str]) -> None:
@@ -156,3 +165,110 @@ def test_mask_argv(argv: list[str], expected: list[str]) -> None:
 )
 def test_strip_url_credentials(url: str, expected: str) -> None:
     assert strip_url_credentials(url) == expected
+
+
+HF_TOKEN = "hf_" + "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dF3"
+GH_TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+
+MASKED_TEXTS = [
+    # URLs: the password goes, the user stays (http(s): the user goes too, often a token).
+    ("postgres://u:pw@h/db", f"postgres://u:{MASK}@h/db"),
+    ("postgresql+psycopg2://admin:p@ss@db:5432/x", f"postgresql+psycopg2://admin:{MASK}@db:5432/x"),
+    ("redis://:pw@cache:6379/0", f"redis://:{MASK}@cache:6379/0"),
+    ("https://user:tok@host/x", f"https://{MASK}@host/x"),
+    ("https://ghp_tok@github.com/o/r.git", f"https://{MASK}@github.com/o/r.git"),
+    ("git+https://u:pw@github.com/o/r", f"git+https://{MASK}@github.com/o/r"),
+    (
+        "OperationalError: could not connect to postgres://u:pw@h:5432/db (timeout)",
+        f"OperationalError: could not connect to postgres://u:{MASK}@h:5432/db (timeout)",
+    ),
+    ('url = "mongodb://u:pw@h/x"', f'url = "mongodb://u:{MASK}@h/x"'),
+    # Connection strings.
+    ("Server=x;Password=abc;Database=y", f"Server=x;Password={MASK};Database=y"),
+    ("Server=x;pwd=abc", f"Server=x;pwd={MASK}"),
+    ('Server=x;Pwd="a;b";Database=y', f'Server=x;Pwd="{MASK}";Database=y'),
+    ("DRIVER={SQL};UID=sa;PWD={a;b};", f"DRIVER={{SQL}};UID=sa;PWD={{{MASK}}};"),
+    ("AccountName=a;AccountKey=abc==;Suffix=x", f"AccountName=a;AccountKey={MASK};Suffix=x"),
+    ("https://h/x?sig=abc", f"https://h/x?sig={MASK}"),
+    # Keyword and dict reprs, JSON.
+    (
+        "Namespace(lr=0.1, hub_token='abc', max_tokens=5, use_auth_token=True)",
+        f"Namespace(lr=0.1, hub_token='{MASK}', max_tokens=5, use_auth_token=True)",
+    ),
+    ("f(api_key=abc)", f"f(api_key={MASK})"),
+    ("--password=abc", f"--password={MASK}"),
+    ("{'hub_token': 'abc', 'lr': 0.1}", f"{{'hub_token': '{MASK}', 'lr': 0.1}}"),
+    (
+        '{"password": "abc", "pad_token": "<pad>"}',
+        f'{{"password": "{MASK}", "pad_token": "<pad>"}}',
+    ),
+    # Token shapes, prefix kept.
+    (f"login with {HF_TOKEN} now", f"login with hf_{MASK} now"),
+    (GH_TOKEN, f"ghp_{MASK}"),
+    ("sk-proj-abc123def456ghi789jkl012", f"sk-proj-{MASK}"),
+    ("key AKIAIOSFODNN7EXAMPLE", f"key AKIA{MASK}"),
+    ("Authorization: Bearer abcdefghijklmnop1234", f"Authorization: Bearer {MASK}"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), MASKED_TEXTS)
+def test_mask_text_masks_credentials(text: str, expected: str) -> None:
+    assert mask_text(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), MASKED_TEXTS)
+def test_mask_text_is_idempotent(text: str, expected: str) -> None:
+    # Values can be masked on more than one path (config= and then the assignment).
+    assert mask_text(expected) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "bert-base-uncased",
+        "meta-llama/Llama-2-7b-hf",
+        "s3://bucket/key",
+        "gs://bucket/path/to/shard-00001-of-00100.tfrecord",
+        "user@example.com",
+        "git@github.com:org/repo.git",
+        "ssh://git@host/o/r.git",
+        "postgres://user@db.local/runs",
+        "https://huggingface.co/bert-base-uncased",
+        "see https://a.example.com and write to x@y.com",
+        "hf_hub_download",
+        "sk-learn-compatible-estimator-wrapper",
+        "AKIA is not a key on its own",
+        "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0",  # a git commit
+        "lr=0.1;batch_size=32;max_tokens=512;pad_token=0",
+        "Namespace(use_auth_token=True, token=None, api_key='')",
+        "a==b",
+        "/data/imagenet/train/n01440764/n01440764_10026.JPEG",
+        "loss went up at step 1000: lr was too high",
+        "",
+    ],
+)
+def test_mask_text_keeps_ordinary_strings(text: str) -> None:
+    assert mask_text(text) == text
+
+
+def test_mask_field_applies_the_key_rule_then_the_value_rule() -> None:
+    assert mask_field("config/hub_token", "abc") == MASK
+    assert mask_field("config/auth/port", 443) == MASK
+    assert mask_field("config/use_auth_token", True) is True
+    assert mask_field("config/db", "postgres://u:pw@h/db") == f"postgres://u:{MASK}@h/db"
+    assert mask_field("config/lr", 0.1) == 0.1
+    assert mask_field("config/name", "bert") == "bert"
+
+
+def test_mask_secrets_masks_values_by_pattern_too() -> None:
+    masked = mask_secrets({"db": {"url": "postgres://u:pw@h/db"}, "lr": 0.1})
+    assert masked == {"db": {"url": f"postgres://u:{MASK}@h/db"}, "lr": 0.1}
+
+
+def test_mask_text_stays_fast_on_hostile_input() -> None:
+    import time
+
+    started = time.perf_counter()
+    for text in ("x=" + ")" * 100_000, "password=" + "a," * 50_000, "https://" + "a@" * 50_000):
+        mask_text(text)
+    assert time.perf_counter() - started < 2.0

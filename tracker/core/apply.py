@@ -5,6 +5,16 @@ it; recovery and ``tracker sync`` call it with records read back from the journa
 point is identified by (run, path, rank, step): a step not above the last one stored
 for that series is dropped, so applying the same records twice adds nothing.
 
+The per-series state cached here (series ids, last steps, counts) changes only once
+the transaction that wrote it has committed: a batch rolled back by a full disk or an
+I/O error leaves the cache as the store is, so the replay that retries it from the
+journal writes every point again, under series ids that exist.
+
+A record the store cannot hold (a value no check at the call caught) must not block its
+run: the batch is applied again operation by operation, and each operation that fails
+for a reason of its own is set aside (listed in the ``set_aside`` table with the error,
+still in the journal) while the rest is applied.
+
 Operations (tuples of builtin values; see ``core.run`` for who makes them):
 
     ("logs", rank, n_calls, groups)           log calls as columns (see batch.py)
@@ -26,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .store import Store
+from .store import Store, chunk_crc
 
 log = logging.getLogger("tracker")
 
@@ -44,6 +54,55 @@ class _Series:
         self.count = count
         self.warned = False
 
+    def copy(self) -> _Series:
+        twin = _Series(self.id, self.kind, self.last_step, self.count)
+        twin.warned = self.warned
+        return twin
+
+
+class _Staged(dict):
+    """Series state changed by a transaction not yet committed, over what is committed.
+
+    Lookups fall through to ``parent`` (another ``_Staged``, or the committed cache); a
+    series about to change is copied in first, so a rollback only has to drop this dict.
+    """
+
+    def __init__(self, parent: Any) -> None:
+        super().__init__()
+        self.parent = parent
+
+    def find(self, key: tuple[str, int]) -> _Series | None:
+        s = self.get(key)
+        if s is not None:
+            return s
+        return self.parent.find(key) if isinstance(self.parent, _Staged) else self.parent.get(key)
+
+    def writable(self, key: tuple[str, int]) -> _Series | None:
+        s = self.get(key)
+        if s is None:
+            found = self.find(key)
+            if found is None:
+                return None
+            s = self[key] = found.copy()
+        return s
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure of the medium (disk full, I/O, locks), not of the data.
+
+    Transient failures leave the batch in the journal, to be retried; any other failure
+    of one operation is that operation's own, and it is set aside.
+    """
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError | MemoryError | sqlite3.OperationalError):
+            return True
+        if type(exc) is sqlite3.DatabaseError:  # "malformed", "not a database": the file
+            return True
+        exc = exc.__cause__ or exc.__context__  # StoreError wraps the sqlite3 error
+        seen += 1
+    return False
+
 
 class RunApplier:
     """Writes the operations of one run into the store, keeping per-series state cached."""
@@ -54,6 +113,7 @@ class RunApplier:
         self.series: dict[tuple[str, int], _Series] = {}
         # Replays meet points the store already has; only live writes warn about steps.
         self.quiet = False
+        self.set_aside = 0  # operations set aside by this applier
         self._load()
 
     def _load(self) -> None:
@@ -72,26 +132,90 @@ class RunApplier:
 
     # -- entry point ---------------------------------------------------------------------
 
-    def apply(self, ops: list[Any], position: tuple[str, int] | None = None) -> None:
-        """Apply columnized ``ops`` in one transaction; record ``position`` (segment, end)."""
+    def apply(self, ops: list[Any], position: tuple[str, int] | None = None) -> int:
+        """Apply columnized ``ops`` in one transaction; record ``position`` (segment, end).
+
+        Returns how many operations were set aside (0 but for a record the store cannot
+        hold). Raises on a failure of the store itself; nothing is then applied, and
+        the cache is as before.
+        """
+        staged = _Staged(self.series)
+        try:
+            with self.store.write() as conn:
+                self._apply_ops(conn, ops, staged)
+                self._record_position(conn, position)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            return self._apply_each(ops, position, exc)
+        self.series.update(staged)
+        return 0
+
+    def _apply_ops(self, conn: sqlite3.Connection, ops: list[Any], staged: _Staged) -> None:
+        pieces: dict[tuple[str, int], list[Any]] = {}
+        base = 0  # call positions of successive batches follow one another
+        for op in ops:
+            if op[0] == "logs":
+                _, rank, n_calls, groups = op
+                for group in groups:
+                    _collect_pieces(group, rank, base, pieces)
+                base += n_calls
+            else:
+                self._apply_other(conn, op)
+        if pieces:
+            self._write_pieces(conn, pieces, staged)
+
+    def _record_position(self, conn: sqlite3.Connection, position: tuple[str, int] | None) -> None:
+        if position is not None:
+            conn.execute(
+                "INSERT OR REPLACE INTO applied(run_id, segment, offset) VALUES(?,?,?)",
+                (self.run_id, position[0], position[1]),
+            )
+
+    def _apply_each(
+        self, ops: list[Any], position: tuple[str, int] | None, first: BaseException
+    ) -> int:
+        """Apply ``ops`` one by one, setting aside each that fails on its own data."""
+        staged = _Staged(self.series)
+        aside: list[tuple[int, BaseException, Any]] = []
         with self.store.write() as conn:
-            pieces: dict[tuple[str, int], list[Any]] = {}
-            base = 0  # call positions of successive batches follow one another
-            for op in ops:
-                if op[0] == "logs":
-                    _, rank, n_calls, groups = op
-                    for group in groups:
-                        _collect_pieces(group, rank, base, pieces)
-                    base += n_calls
-                else:
-                    self._apply_other(conn, op)
-            if pieces:
-                self._write_pieces(conn, pieces)
-            if position is not None:
-                conn.execute(
-                    "INSERT OR REPLACE INTO applied(run_id, segment, offset) VALUES(?,?,?)",
-                    (self.run_id, position[0], position[1]),
-                )
+            for index, op in enumerate(ops):
+                mine = _Staged(staged)
+                conn.execute("SAVEPOINT op")
+                try:
+                    self._apply_ops(conn, [op], mine)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    if is_transient(exc):
+                        raise
+                    aside.append((index, exc, op))
+                    continue
+                conn.execute("RELEASE op")
+                staged.update(mine)
+            segment, offset = position if position is not None else ("", -1)
+            now = time.time()
+            conn.executemany(
+                "INSERT OR REPLACE INTO set_aside(run_id, segment, offset, op_index, error, "
+                "created_at) VALUES(?,?,?,?,?,?)",
+                [
+                    (self.run_id, segment, offset, i, _describe(op, exc), now)
+                    for i, exc, op in aside
+                ],
+            )
+            self._record_position(conn, position)
+        self.series.update(staged)
+        if aside:
+            self.set_aside += len(aside)
+            i, exc, op = aside[0]
+            msg = (
+                f"tracker: run {self.run_id}: {len(aside)} operation(s) could not be stored "
+                f"and were set aside (kept in the journal; `tracker doctor` lists them): "
+                f"{_describe(op, exc)}"
+            )
+            log.error(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=1)
+        return len(aside)
 
     # -- metadata operations -------------------------------------------------------------
 
@@ -154,8 +278,10 @@ class RunApplier:
 
     # -- series ----------------------------------------------------------------------------
 
-    def _series_for(self, conn: sqlite3.Connection, path: str, rank: int, kind: str) -> _Series:
-        s = self.series.get((path, rank))
+    def _series_for(
+        self, conn: sqlite3.Connection, path: str, rank: int, kind: str, staged: _Staged
+    ) -> _Series:
+        s = staged.writable((path, rank))
         if s is not None:
             return s
         conn.execute(
@@ -168,7 +294,7 @@ class RunApplier:
             "WHERE run_id=? AND path=? AND rank=?",
             (self.run_id, path, rank),
         ).fetchone()
-        s = self.series[(path, rank)] = _Series(sid, skind, last, count)
+        s = staged[(path, rank)] = _Series(sid, skind, last, count)
         return s
 
     def _inherited_last_step(self, conn: sqlite3.Connection, path: str, rank: int) -> int:
@@ -182,10 +308,10 @@ class RunApplier:
         return int(fork_step) if row is not None else _NO_STEP
 
     def _create_series(
-        self, conn: sqlite3.Connection, pieces: dict[tuple[str, int], list[Any]]
+        self, conn: sqlite3.Connection, pieces: dict[tuple[str, int], list[Any]], staged: _Staged
     ) -> None:
         """Create every series this batch starts, in two statements instead of two each."""
-        new = [key for key in pieces if key not in self.series]
+        new = [key for key in pieces if staged.find(key) is None]
         if len(new) < 16:
             return  # few: _series_for's per-series path is cheaper than a full reload
         rows = []
@@ -210,23 +336,23 @@ class RunApplier:
             (self.run_id,),
         ):
             if (path, rank) in wanted:
-                self.series[(path, rank)] = _Series(sid, kind, last, count)
+                staged[(path, rank)] = _Series(sid, kind, last, count)
 
     def _write_pieces(
-        self, conn: sqlite3.Connection, pieces: dict[tuple[str, int], list[Any]]
+        self, conn: sqlite3.Connection, pieces: dict[tuple[str, int], list[Any]], staged: _Staged
     ) -> None:
-        self._create_series(conn, pieces)
+        self._create_series(conn, pieces, staged)
         chunk_rows = []
         series_rows = []
         for (path, rank), plist in pieces.items():
-            row = self._series_points(conn, rank, path, plist)
+            row = self._series_points(conn, rank, path, plist, staged)
             if row is not None:
                 chunk_rows.append(row[0])
                 series_rows.append(row[1])
         if chunk_rows:
             conn.executemany(
-                "INSERT INTO chunks(series_id, first_step, last_step, n, steps, vals, ts) "
-                "VALUES(?,?,?,?,?,?,?)",
+                "INSERT INTO chunks(series_id, first_step, last_step, n, steps, vals, ts, crc) "
+                "VALUES(?,?,?,?,?,?,?,?)",
                 chunk_rows,
             )
             conn.executemany(
@@ -236,7 +362,7 @@ class RunApplier:
             )
 
     def _series_points(
-        self, conn: sqlite3.Connection, rank: int, path: str, plist: list[Any]
+        self, conn: sqlite3.Connection, rank: int, path: str, plist: list[Any], staged: _Staged
     ) -> tuple[tuple, tuple] | None:
         if len(plist) == 1:
             steps, col, ts, _ = plist[0]
@@ -258,7 +384,7 @@ class RunApplier:
             col, kind = _column_of_objects(path, col)
             if col is None:
                 return None
-        s = self._series_for(conn, path, rank, kind)
+        s = self._series_for(conn, path, rank, kind, staged)
         if s.kind != kind:
             if not s.warned:
                 s.warned = True
@@ -303,10 +429,23 @@ class RunApplier:
         first_step, last_step = int(steps[0]), int(steps[-1])
         s.last_step = last_step
         s.count += n
+        steps_b, ts_b = steps.tobytes(), ts.tobytes()
         return (
-            (s.id, first_step, last_step, n, steps.tobytes(), vals, ts.tobytes()),
+            (s.id, first_step, last_step, n, steps_b, vals, ts_b, chunk_crc(steps_b, vals, ts_b)),
             (last_step, n, last_value, s.id),
         )
+
+
+def _describe(op: Any, exc: BaseException) -> str:
+    """One line naming an operation that could not be applied, and why."""
+    tag = op[0] if isinstance(op, tuple | list) and op else type(op).__name__
+    what = str(tag)
+    if tag == "logs" and len(op) > 3:
+        keys = sorted({k for group in op[3] for k in group[1]})
+        what = f"log of {', '.join(map(repr, keys[:5]))}{' ...' if len(keys) > 5 else ''}"
+    elif tag in ("set", "file") and len(op) > 1:
+        what = f"{tag} {op[1]!r}"
+    return f"{what}: {type(exc).__name__}: {str(exc)[:300]}"
 
 
 def _column_of_objects(path: str, col: list[Any]) -> tuple[Any, str]:

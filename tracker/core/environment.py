@@ -2,8 +2,9 @@
 
 It is cheap (about 10 ms on an idle machine): two ``git`` processes run while the rest
 is read, package versions come from installed metadata files without importing the
-packages, and secret-looking environment variables are masked before they leave this
-module.
+packages, and secrets are masked before they leave this module: environment variables
+and command-line options whose names look secret, and credentials inside any variable's
+value or any argument (``user:pass@`` in a URL, ``Password=`` in a connection string).
 
 Example::
 
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     import subprocess
 
-from .secrets import mask_argv, mask_secrets, strip_url_credentials
+from .secrets import mask_argv, mask_secrets, mask_text, strip_url_credentials
 
 __all__ = ["DEFAULT_PACKAGES", "capture_environment"]
 
@@ -148,6 +149,7 @@ def _process_info() -> dict[str, Primitive]:
     import socket
 
     readers: dict[str, Callable[[], Primitive]] = {
+        # By option name (--api-key X) and by value (--db-url postgres://u:pw@h/db).
         "argv": lambda: shlex.join(mask_argv(getattr(sys, "argv", None) or [])),
         "python/version": platform.python_version,
         "python/implementation": platform.python_implementation,
@@ -237,8 +239,11 @@ def _read_version(path: str) -> str | None:
 
 
 def _env_vars(environ: Mapping[str, str]) -> dict[str, Primitive]:
+    # A URL at the start of a value loses its credentials altogether (a store or proxy
+    # address reads best without them); credentials anywhere else in a value, such as a
+    # URL inside TF_CONFIG's JSON or a connection string, are masked by value pattern.
     picked = {
-        f"env/{name}": strip_url_credentials(value)
+        f"env/{name}": mask_text(strip_url_credentials(value))
         for name, value in environ.items()
         if name in _ENV_NAMES or name.startswith(_ENV_PREFIXES)
     }

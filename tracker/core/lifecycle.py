@@ -2,11 +2,19 @@
 
 One registry for the whole process, so each hook is installed once however many runs
 are open, and a run closed by hand simply leaves the registry.
+
+A child made by ``os.fork`` (``multiprocessing`` with the fork start method, DataLoader
+workers) inherits the registry, the hooks and the runs' lock descriptors. It must not
+close its parent's runs when it exits: that would write a status for a run it does not
+own and unlock the parent's writer lock (an flock belongs to the open file, which the
+child shares). So a forked child starts with an empty registry, and each inherited run
+is detached: it drops what the child logs, saying so once.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import signal
 import sys
 import threading
@@ -28,6 +36,21 @@ _previous_excepthook = sys.excepthook
 _previous_sigterm: Any = None
 
 
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.RLock()  # the parent's may have been held by another thread
+    runs = list(_open)
+    _open.clear()
+    for run in runs:
+        detach = getattr(run, "_detach_after_fork", None)
+        if detach is not None:
+            detach()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def register(run: _Closable) -> None:
     global _installed
     with _lock:
@@ -40,6 +63,20 @@ def register(run: _Closable) -> None:
     _install_sigterm()
 
 
+def find_open(store_root: Any, run_id: str) -> Any | None:
+    """The run ``run_id`` of store ``store_root`` that this process has open, if any."""
+    pid = os.getpid()
+    with _lock:
+        for run in _open:
+            if (
+                getattr(run, "id", None) == run_id
+                and getattr(run, "_store_root", None) == store_root
+                and getattr(run, "_pid", pid) == pid
+            ):
+                return run
+    return None
+
+
 def unregister(run: _Closable) -> None:
     with _lock:
         _open.discard(run)
@@ -47,7 +84,10 @@ def unregister(run: _Closable) -> None:
 
 def _close_all(status: str, error: str | None) -> None:
     with _lock:
-        runs = list(_open)
+        # A signal can reach a fresh child before the fork hook above has run: runs
+        # another process opened are never closed from here.
+        pid = os.getpid()
+        runs = [run for run in _open if getattr(run, "_pid", pid) == pid]
     for run in runs:
         try:
             run.close(status, error=error)

@@ -1,4 +1,13 @@
-"""Reading runs back: ``read_run`` and ``list_runs``."""
+"""Reading runs back: ``read_run`` and ``list_runs``.
+
+Readers open the store read-only. Where the store can be written they still do the
+recovery reading implies (a run left "running" by a dead writer is replayed from its
+journal and recorded as crashed); where it cannot (a read-only mount, another user's
+store) runs read as they are stored. A run whose recovery fails is warned about and
+read as stored: one bad run never stops a listing.
+
+Every chunk read is checked against its CRC-32 and its size (``CorruptDataError``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +15,9 @@ import datetime as _dt
 import json
 import math
 import os
+import sqlite3
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,15 +25,58 @@ from typing import Any
 import numpy as np
 
 from .downsample import Buckets, bucketize
-from .errors import RunNotFoundError
-from .paths import check_path
-from .replay import recover_run, recover_stale_runs
-from .store import Store
+from .errors import CorruptDataError, RunNotFoundError, TrackerError
+from .paths import check_path, flatten
+from .replay import recover_run
+from .store import Store, chunk_problem, decode_str_values
 
 AGGREGATES = ("mean", "min", "max", "count")
 # A running run whose writer lock cannot be checked (another host) counts as crashed
 # once its heartbeat is this old.
 STALE_HEARTBEAT_S = 120.0
+# Chunk verification (CRC-32 and sizes) on every read. Private: only the benchmark turns
+# it off, to measure what it costs.
+_VERIFY_CHUNKS = True
+
+
+def recover_if_possible(st: Store, run_id: str) -> bool | None:
+    """``recover_run`` where the store can be written: True if the run had no live writer
+    (it is now up to date, and recorded as crashed if it never closed), False if a live
+    writer holds it, None if the store is read-only or recovery failed (warned): the run
+    then reads as it is stored."""
+    if not st.can_write:
+        return None
+    try:
+        return recover_run(st.for_writing(), run_id)
+    except Exception as exc:  # noqa: BLE001 - whatever broke, reading goes on without it
+        warnings.warn(
+            f"tracker: run {run_id} in {st.root} could not be recovered, it reads as "
+            f"stored: {_one_line(exc)}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+
+
+def recover_stale(st: Store, project: str | None = None) -> list[str]:
+    """Recover each run that reads as running; a failure is warned about, not raised.
+
+    Like ``replay.recover_stale_runs``, but one run that cannot be recovered does not
+    keep the others from it; returns the ids recovered.
+    """
+    if not st.can_write:
+        return []
+    sql, args = "SELECT run_id FROM runs WHERE status='running'", []
+    if project is not None:
+        sql += " AND project=?"
+        args.append(project)
+    rows = st.connection().execute(sql, args).fetchall()
+    return [rid for (rid,) in rows if recover_if_possible(st, rid)]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, TrackerError) else f"{type(exc).__name__}: {text}"
 
 
 @dataclass(frozen=True)
@@ -156,10 +210,20 @@ class RunReader:
         )
         status, heartbeat = row
         if status == "running":
-            if recover_run(self._store, self.id):
-                return "crashed"
-            if heartbeat is not None and time.time() - heartbeat > STALE_HEARTBEAT_S:
-                # Holding a lock but silent this long: a writer on a hung or lost host.
+            if recover_if_possible(self._store, self.id):
+                # Recovered: the journal may have held its close; read what it recorded.
+                status, heartbeat = (
+                    self._store.connection()
+                    .execute("SELECT status, heartbeat FROM runs WHERE run_id=?", (self.id,))
+                    .fetchone()
+                )
+            if (
+                status == "running"
+                and heartbeat is not None
+                and time.time() - heartbeat > STALE_HEARTBEAT_S
+            ):
+                # Silent this long: a writer on a hung or lost host (or, in a read-only
+                # store, one that died before the store was archived).
                 return "crashed"
         return status
 
@@ -221,7 +285,10 @@ class RunReader:
     # -- series ---------------------------------------------------------------------------
 
     def _series(self, path: str, rank: int) -> SeriesValues | None:
-        conn = self._store.connection()
+        st = self._store
+        conn = st.connection()
+        crc = "crc" if st.has_crc else "NULL"  # schema 1 stores have no checksums
+        select = f"SELECT rowid, n, steps, vals, ts, {crc} FROM chunks WHERE series_id=?"
         parts = []
         kind = None
         for rid, limit in reversed(self._lineage):  # oldest ancestor first
@@ -233,29 +300,31 @@ class RunReader:
                 continue
             sid, kind = row
             if limit is None:
-                chunks = conn.execute(
-                    "SELECT steps, vals, ts FROM chunks WHERE series_id=? ORDER BY first_step, rowid",
-                    (sid,),
-                ).fetchall()
+                chunks = conn.execute(select + " ORDER BY first_step, rowid", (sid,)).fetchall()
             else:
                 chunks = conn.execute(
-                    "SELECT steps, vals, ts FROM chunks WHERE series_id=? AND first_step<=? "
-                    "ORDER BY first_step, rowid",
-                    (sid, limit),
+                    select + " AND first_step<=? ORDER BY first_step, rowid", (sid, limit)
                 ).fetchall()
-            parts.append((chunks, limit))
+            parts.append((rid, chunks, limit))
         if kind is None:
             return None
         steps_l, vals_l, ts_l = [], [], []
-        for chunks, limit in parts:
-            for steps_b, vals_b, ts_b in chunks:
+        for rid, chunks, limit in parts:
+            for chunk, n, steps_b, vals_b, ts_b, crc_value in chunks:
+                if _VERIFY_CHUNKS:
+                    problem = chunk_problem(kind, n, steps_b, vals_b, ts_b, crc_value)
+                    if problem is not None:
+                        raise self._corrupt(rid, path, rank, chunk, problem)
                 steps = np.frombuffer(steps_b, dtype=np.int64)
                 ts = np.frombuffer(ts_b, dtype=np.float64)
                 if kind == "str":
-                    vals = np.array(json.loads(vals_b), dtype=object)
+                    decoded = decode_str_values(vals_b, n)
+                    if decoded is None:
+                        raise self._corrupt(rid, path, rank, chunk, "its str values do not decode")
+                    vals = np.array(decoded, dtype=object)
                 else:
                     vals = np.frombuffer(vals_b, dtype=np.float64)
-                if limit is not None and steps[-1] > limit:
+                if limit is not None and len(steps) and steps[-1] > limit:
                     keep = steps <= limit
                     steps, vals, ts = steps[keep], vals[keep], ts[keep]
                 steps_l.append(steps)
@@ -274,6 +343,21 @@ class RunReader:
             first = np.concatenate(([True], steps[1:] != steps[:-1]))
             steps, vals, ts = steps[first], vals[first], ts[first]
         return SeriesValues(steps, vals, ts)
+
+    def _corrupt(
+        self, rid: str, path: str, rank: int, chunk: int, problem: str
+    ) -> CorruptDataError:
+        st = self._store
+        whose = f"run {rid}" if rid == self.id else f"run {rid} (fork parent of {self.id})"
+        return CorruptDataError(
+            f"{whose}: series {path!r} rank {rank}: chunk {chunk} in {st.db_path} is "
+            f"damaged: {problem}; `tracker doctor --store {st.root}` lists every damaged "
+            "chunk",
+            run_id=rid,
+            path=path,
+            rank=rank,
+            chunk=chunk,
+        )
 
     def _aggregate(self, path: str, how: str) -> SeriesValues | None:
         if how not in AGGREGATES:
@@ -335,11 +419,13 @@ def read_run(
     >>> r = tracker.read_run("k3v9q2m1xa")
     >>> r["config/lr"].fetch(), len(r["train/loss"].fetch_values())
     """
-    st = Store(store, create=False)
+    st = Store(store, create=False, readonly=True)
     row = _run_row(st, run_id)
     if row is None and st.segments(run_id):
-        recover_run(st, run_id)  # journaled but never applied: offline or crashed early
-        row = _run_row(st, run_id)
+        # Journaled but never applied (offline, or crashed early): applied here if the
+        # store can be written.
+        if recover_if_possible(st, run_id) is not None:
+            row = _run_row(st, run_id)
     if row is None or (project is not None and row["project"] != project):
         where = f" in project {project!r}" if project else ""
         raise RunNotFoundError(f"no run {run_id!r}{where} in {st.root}")
@@ -370,8 +456,8 @@ def list_runs(
 
     >>> tracker.list_runs(project="gpt-small", tags=["baseline"], config={"lr": 3e-4})
     """
-    st = Store(store, create=False)
-    recover_stale_runs(st, project)
+    st = Store(store, create=False, readonly=True)
+    recover_stale(st, project)
     conn = st.connection()
     where, args = [], []
     if project is not None:
@@ -389,8 +475,6 @@ def list_runs(
         where.append(f"status IN ({','.join('?' * len(status))})")
         args.extend(status)
     if config:
-        from .paths import flatten
-
         for path, value in flatten(config, "config").items():
             where.append("run_id IN (SELECT run_id FROM fields WHERE path=? AND value=?)")
             args.extend((path, value))
@@ -400,21 +484,17 @@ def list_runs(
     sql += " ORDER BY created_at DESC"
     out = []
     for rid, proj, name, st_status, created, ended, parent in conn.execute(sql, args).fetchall():
-        tag_list = [
-            t for (t,) in conn.execute("SELECT tag FROM tags WHERE run_id=? ORDER BY tag", (rid,))
-        ]
-        cfg: dict[str, Any] = {}
-        for path, kind, value in conn.execute(
-            "SELECT path, kind, value FROM fields WHERE run_id=? AND path LIKE 'config/%'", (rid,)
-        ):
-            node = cfg
-            parts = path.split("/")[1:]
-            for part in parts[:-1]:
-                nxt = node.get(part)
-                if not isinstance(nxt, dict):
-                    nxt = node[part] = {}
-                node = nxt
-            node[parts[-1]] = _decode_field(kind, value)
+        try:
+            tag_list, cfg = _tags_and_config(conn, rid)
+        except (sqlite3.DatabaseError, ValueError, TypeError, OverflowError) as exc:
+            # A damaged row of one run: list the run without them, say so, go on.
+            warnings.warn(
+                f"tracker: run {rid} in {st.root}: its tags and config cannot be read "
+                f"({_one_line(exc)}); listed without them",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            tag_list, cfg = [], {}
         out.append(
             {
                 "id": rid,
@@ -429,3 +509,22 @@ def list_runs(
             }
         )
     return out
+
+
+def _tags_and_config(conn: sqlite3.Connection, rid: str) -> tuple[list[str], dict[str, Any]]:
+    tag_list = [
+        t for (t,) in conn.execute("SELECT tag FROM tags WHERE run_id=? ORDER BY tag", (rid,))
+    ]
+    cfg: dict[str, Any] = {}
+    for path, kind, value in conn.execute(
+        "SELECT path, kind, value FROM fields WHERE run_id=? AND path LIKE 'config/%'", (rid,)
+    ):
+        node = cfg
+        parts = path.split("/")[1:]
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = node[part] = {}
+            node = nxt
+        node[parts[-1]] = _decode_field(kind, value)
+    return tag_list, cfg

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 
 from .apply import RunApplier, recorded_offsets
-from .journal import read_records
+from .journal import SegmentScan, read_records
 from .store import Store
+
+log = logging.getLogger("tracker")
 
 # Ops per transaction while replaying: large enough to be fast, small enough that a
 # replay of a long journal does not hold the store's write lock for long.
@@ -23,21 +27,56 @@ def replay_run(
     """
     applier = applier or RunApplier(store, run_id)
     was_quiet, applier.quiet = applier.quiet, True
+    scans: list[SegmentScan] = []
     try:
-        return _replay(
-            store, run_id, applier, {} if from_start else recorded_offsets(store, run_id)
+        total = _replay(
+            store,
+            run_id,
+            applier,
+            {} if from_start else recorded_offsets(store, run_id),
+            scans,
         )
     finally:
         applier.quiet = was_quiet
+        # Even if applying failed part way: what was skipped before that is gone.
+        for scan in scans:
+            if scan.corrupt:
+                _warn_skipped(run_id, scan)
+    return total
 
 
-def _replay(store: Store, run_id: str, applier: RunApplier, offsets: dict[str, int]) -> int:
+def _warn_skipped(run_id: str, scan: SegmentScan) -> None:
+    # A torn tail is what any crash leaves and loses nothing that was acknowledged; a
+    # damaged region with intact records after it lost points, and the user must know.
+    name = scan.path.name if scan.path is not None else "?"
+    where = ", ".join(f"{n} bytes at offset {off}" for off, n in scan.skipped[:5])
+    msg = (
+        f"tracker: run {run_id}: journal segment {name} has corrupt records that were "
+        f"skipped ({scan.skipped_bytes} bytes: {where}); the points in them are lost, "
+        "the records after them were applied"
+    )
+    log.warning(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+def _replay(
+    store: Store,
+    run_id: str,
+    applier: RunApplier,
+    offsets: dict[str, int],
+    scans: list[SegmentScan] | None = None,
+) -> int:
+    """Apply the intact records after ``offsets``; resyncs past damaged ones, whose
+    scan statistics are appended to ``scans``."""
     total = 0
     for segment in store.segments(run_id):
         start = offsets.get(segment.name, 0)
         batch: list = []
         end = None
-        for end_offset, ops in read_records(segment, start):
+        scan = SegmentScan()
+        if scans is not None:
+            scans.append(scan)  # filled in as the records are read
+        for end_offset, ops in read_records(segment, start, scan):
             batch.extend(ops)
             end = end_offset
             if len(batch) >= _REPLAY_BATCH:

@@ -11,7 +11,10 @@ leaves no trace, and the rest of the run is untouched.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import numbers
+import os
+import threading
 import time
 import traceback
 import warnings
@@ -22,10 +25,13 @@ from typing import Any
 from . import lifecycle
 from .files import describe
 from .paths import check_path, flatten
-from .values import FILE, Deferred, field_value, series_point
+from .secrets import mask_field, mask_text
+from .values import FILE, Deferred, check_text, field_value, series_point
 
 _time = time.time
 _FAST_TYPES = frozenset((float, int))
+# Steps are stored as SQLite INTEGERs (signed 64-bit).
+_STEP_LIMIT = 2**63
 FINAL_STATUSES = ("finished", "failed", "terminated")
 
 # Kinds a path can have within one run; a path keeps the kind it first had.
@@ -39,7 +45,14 @@ class _NullWriter:
         def append(self, op: Any) -> None:
             pass
 
+        def __len__(self) -> int:
+            return 0
+
     queue = _Sink()
+    max_queue = 1 << 62
+
+    def wait_for_room(self) -> None:
+        pass
 
     def flush(self, timeout: float | None = None) -> None:
         pass
@@ -135,6 +148,12 @@ class Run:
         self.is_writer = is_writer
         self._writer = writer
         self._enqueue = writer.submit_sync if sync else writer.queue.append
+        # Back-pressure reads the queue's length after each log call; a sync or disabled
+        # run has no backlog (an empty tuple is never over the limit).
+        self._queue = () if sync else writer.queue
+        self._counter = itertools.count(next_step)
+        self._step_lock = threading.Lock()
+        self._pid = os.getpid()
         self._step = next_step
         self._series_next: dict[str, int] = dict(series_next or {})
         self._kinds: dict[str, str] = dict(kinds or {})
@@ -150,33 +169,54 @@ class Run:
     def log(self, data: Mapping[str, Any], step: int | None = None) -> None:
         """Append one point to each series named in ``data``, all at ``step``.
 
-        Without ``step`` the run's own counter is used: one step per ``log`` call.
+        Without ``step`` the run's own counter is used: one step per ``log`` call. When
+        the caller logs faster than the background writer can make it durable, this
+        waits for the writer rather than let the backlog outgrow the flush interval.
 
         >>> run.log({"train/loss": loss, "train/lr": lr}, step=global_step)
         """
         if step is None:
-            step = self._step
-            self._step = step + 1
-        elif type(step) is int and step >= 0:
-            if step >= self._step:
-                self._step = step + 1
+            # Taking the step and queueing the call under one lock keeps threads that
+            # share a run from queueing steps out of order (the store keeps a series'
+            # steps rising), as well as from sharing a step.
+            with self._step_lock:
+                step = next(self._counter)
+                if step < self._step:
+                    step = self._resync_counter()
+                if (
+                    type(data) is dict
+                    and self._float_paths.issuperset(data)
+                    and _FAST_TYPES.issuperset(map(type, data.values()))
+                ):
+                    self._enqueue((step, _time(), data.copy()))
+                else:
+                    self._log_slow(data, step, _time())
         else:
-            step = self._check_step(step)
-        if (
-            type(data) is dict
-            and self._float_paths.issuperset(data)
-            and _FAST_TYPES.issuperset(map(type, data.values()))
-        ):
-            self._enqueue((step, _time(), data.copy()))
-        else:
-            self._log_slow(data, step, _time())
+            if type(step) is int and 0 <= step < _STEP_LIMIT:
+                if step >= self._step:
+                    self._step = step + 1
+            else:
+                step = self._check_step(step)
+            if (
+                type(data) is dict
+                and self._float_paths.issuperset(data)
+                and _FAST_TYPES.issuperset(map(type, data.values()))
+            ):
+                self._enqueue((step, _time(), data.copy()))
+            else:
+                self._log_slow(data, step, _time())
+        if len(self._queue) > self._writer.max_queue:
+            self._writer.wait_for_room()
+
+    def _resync_counter(self) -> int:
+        # An explicit step went past the implicit counter: restart it above that step.
+        # (Called with _step_lock held.)
+        step = self._step
+        self._counter = itertools.count(step + 1)
+        return step
 
     def _check_step(self, step: Any) -> int:
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral):
-            raise TypeError(f"step must be an int, got {type(step).__name__}: {step!r}")
-        step = int(step)
-        if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
+        step = _valid_step(step)
         if step >= self._step:
             self._step = step + 1
         return step
@@ -195,8 +235,11 @@ class Run:
             if type(point) is Deferred:
                 kind = _FLOAT
                 deferred = True
+            elif type(point) is str:
+                kind = _STR
+                point = mask_field(path, point)  # text may carry credentials, as fields do
             else:
-                kind = _STR if type(point) is str else _FLOAT
+                kind = _FLOAT
             known = kinds.get(path)
             if known is None:
                 new.append((path, kind))
@@ -217,17 +260,12 @@ class Run:
         check_path(path)
         point = series_point(path, value)
         kind = _FLOAT if type(point) is Deferred or type(point) is float else _STR
+        if kind == _STR:
+            point = mask_field(path, point)  # text may carry credentials, as fields do
         known = self._kinds.get(path)
         if known is not None and known != kind:
             raise _kind_error(path, known, kind)
-        if step is None:
-            step = self._series_next.get(path, 0)
-        else:
-            if isinstance(step, bool) or not isinstance(step, numbers.Integral):
-                raise TypeError(f"step must be an int, got {type(step).__name__}: {step!r}")
-            step = int(step)
-            if step < 0:
-                raise ValueError(f"step must be >= 0, got {step}")
+        step = self._series_next.get(path, 0) if step is None else _valid_step(step)
         if timestamp is None:
             ts = _time()
         elif isinstance(timestamp, _dt.datetime):
@@ -264,6 +302,12 @@ class Run:
         for path, value in items.items():
             check_path(path)
             kind, stored = field_value(path, value)
+            # Every single value comes through here (run[path] = ..., config=, the
+            # environment, integrations' hyperparameters): a secret-looking path masks
+            # its value, and credentials inside any text are masked whatever the path.
+            stored = mask_field(path, stored)
+            if type(stored) is str:
+                kind = "str"  # a masked int, float or tensor is stored as the mask text
             known = self._kinds.get(path)
             if known is not None and known != _FIELD:
                 raise _kind_error(path, known, _FIELD)
@@ -278,6 +322,8 @@ class Run:
         if known is not None and known not in (_FIELD, FILE):
             raise _kind_error(path, known, "file reference")
         info = describe(path_or_uri)
+        if isinstance(info.get("uri"), str):
+            info["uri"] = mask_text(info["uri"])  # a signed or user:pass@ URL is a secret
         self._kinds[path] = FILE
         self._enqueue(("file", path, info))
         return info
@@ -307,6 +353,9 @@ class Run:
         ``terminated``. Closing twice does nothing."""
         if self._closed:
             return
+        if os.getpid() != self._pid:
+            self._detach_after_fork()  # a forked child never closes its parent's run
+            return
         if status not in FINAL_STATUSES:
             raise ValueError(f"close(status={status!r}): use one of {', '.join(FINAL_STATUSES)}")
         self._closed = True
@@ -318,6 +367,10 @@ class Run:
                 pass
         self.status = status
         if error is not None:
+            # A traceback quotes source lines and exception messages, which often hold a
+            # database URL or connection string. Masked here, it is masked for the status
+            # row too, and for rank 0 when this is another rank (ranks/<r>/traceback).
+            error = mask_text(error)
             self._enqueue(("set", "sys/failure/traceback", "str", error, _time()))
         self._enqueue(("status", status, _time(), error))
         self._writer.close(self._close_timeout)
@@ -354,6 +407,31 @@ class Run:
     def __repr__(self) -> str:
         return f"<tracker.Run {self.id} project={self.project!r} rank={self.rank} {self.status}>"
 
+    # -- forked children -------------------------------------------------------------------
+
+    def _detach_after_fork(self) -> None:
+        """In a forked child: this run belongs to the parent; log nothing, close nothing."""
+        parent = self._pid
+        self._pid = os.getpid()
+        self._writer = _NullWriter()
+        self._queue = ()
+        self._closed = True
+        self._on_close = []
+        self._enqueue = self._in_forked_child
+        self._forked_from = parent
+
+    def _in_forked_child(self, op: Any) -> None:
+        if not getattr(self, "_warned_fork", False):
+            self._warned_fork = True
+            warnings.warn(
+                f"tracker: run {self.id} belongs to process {self._forked_from}; this forked "
+                f"child (pid {os.getpid()}) cannot write to it, so what it logs is not "
+                "recorded. Log from the parent, or open a run of the child's own with "
+                "tracker.init_run(...) (for example with fork_from or a group tag)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
     # -- for system metrics and the rank coordinator --------------------------------------
 
     def _log_system(self, metrics: Mapping[str, float]) -> None:
@@ -368,6 +446,17 @@ class Run:
     def _ingest(self, op: Any) -> None:
         """Queue an already-validated op (from another rank, via the coordinator)."""
         self._enqueue(op)
+
+
+def _valid_step(step: Any) -> int:
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+        raise TypeError(f"step must be an int, got {type(step).__name__}: {step!r}")
+    step = int(step)
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    if step >= _STEP_LIMIT:
+        raise ValueError(f"step must be < 2**63 (a signed 64-bit integer), got {step}")
+    return step
 
 
 def _kind_error(path: str, known: str, new: str) -> TypeError:
@@ -390,5 +479,5 @@ def _check_tags(tags: tuple[Any, ...]) -> list[str]:
             continue
         if not isinstance(tag, str) or not tag or len(tag) > 256:
             raise ValueError(f"tag {tag!r}: tags are non-empty str of at most 256 characters")
-        out.append(tag)
+        out.append(check_text(f"tag {tag!r}", tag))
     return out

@@ -8,14 +8,15 @@ import secrets
 import socket
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
+from . import lifecycle
 from .errors import RunExistsError, RunNotFoundError
-from .paths import flatten
+from .paths import check_path, flatten
 from .replay import recover_run
 from .run import _FIELD, _FLOAT, _STR, Run, _NullWriter
-from .store import Store
-from .values import FILE, readable
+from .store import Store, resolve_store_path
+from .values import FILE, check_text, field_value, readable
 from .writer import Writer
 
 MODES = ("async", "sync", "offline", "disabled")
@@ -57,25 +58,37 @@ def open_run(
 ) -> Run:
     """Open the writing ``Run`` of this process (the public face is ``tracker.init_run``)."""
     project = project or os.environ.get("TRACKER_PROJECT") or "default"
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r}: use one of {', '.join(MODES)}")
-    if resume not in RESUME:
-        raise ValueError(f"resume={resume!r}: use one of {', '.join(RESUME)}")
-    if run_id is not None:
-        check_run_id(run_id)
-    if fork_from is not None:
-        if (
-            not isinstance(fork_from, tuple | list)
-            or len(fork_from) != 2
-            or not isinstance(fork_from[1], int)
-            or isinstance(fork_from[1], bool)
-            or fork_from[1] < 0
-        ):
-            raise ValueError(f"fork_from={fork_from!r}: expected ('RUN-ID', step) with step >= 0")
+    # Every argument is checked before anything exists: a bad one leaves no run behind.
+    start = check_start(
+        project=project,
+        name=name,
+        run_id=run_id,
+        tags=tags,
+        config=config,
+        fork_from=fork_from,
+        resume=resume,
+        mode=mode,
+        mask=mask,
+        extra_fields=extra_fields,
+    )
     if mode == "disabled":
         run = Run(run_id=run_id or new_run_id(), project=project, name=name, writer=_NullWriter())
-        _record_start(run, tags, config, mask, extra_fields)
+        _record_start(run, start)
         return run
+
+    if run_id is not None:
+        same = lifecycle.find_open(resolve_store_path(store), run_id)
+        if same is not None:
+            # One writer per run, also within a process: a second init_run of a run this
+            # process has open (a re-created callback, an unpickled logger) gets that run.
+            if resume == "never":
+                raise RunExistsError(f"run {run_id!r} is open in this process and resume='never'")
+            if same.project != project:
+                raise RunExistsError(
+                    f"run {run_id!r} belongs to project {same.project!r}, not {project!r}"
+                )
+            _record_start(same, start)
+            return same
 
     st = Store(store)
     existing = _find(st, run_id) if run_id is not None else None
@@ -126,6 +139,7 @@ def open_run(
         kinds=kinds,
         close_timeout=close_timeout,
     )
+    run._store_root = st.root
     meta = {
         "project": project,
         "name": name,
@@ -136,31 +150,103 @@ def open_run(
         "fork_step": fork_step,
     }
     run._enqueue(("create", meta))
-    _record_start(run, tags, config, mask, extra_fields)
+    _record_start(run, start)
     # The run is listed in the store when init_run returns, not a flush interval later.
     run.flush()
     return run
 
 
-def _record_start(
-    run: Run,
-    tags: Iterable[str],
-    config: Mapping[str, Any] | None,
-    mask: Any,
-    extra_fields: Mapping[str, Any] | None,
-) -> None:
-    tags = tuple(tags)
-    if tags:
-        run.add_tags(*tags)
-    if config:
+class Start(NamedTuple):
+    """What a new run records first, checked: its tags and its single values."""
+
+    tags: list[str]
+    fields: dict[str, Any]
+
+
+def check_start(
+    *,
+    project: str,
+    name: str | None = None,
+    run_id: str | None = None,
+    tags: Iterable[str] | str = (),
+    config: Mapping[str, Any] | None = None,
+    fork_from: tuple[str, int] | None = None,
+    resume: str = "allow",
+    mode: str = "async",
+    mask: Any = None,
+    extra_fields: Mapping[str, Any] | None = None,
+) -> Start:
+    """Check ``init_run``'s arguments and turn tags and config into what will be stored.
+
+    Raises TypeError or ValueError naming the argument; nothing is created before this
+    has passed, so a bad argument never leaves a run behind.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}: use one of {', '.join(MODES)}")
+    if resume not in RESUME:
+        raise ValueError(f"resume={resume!r}: use one of {', '.join(RESUME)}")
+    _check_text("project", project, 256, required=True)
+    if name is not None:
+        _check_text("name", name, 1024)
+    if run_id is not None:
+        check_run_id(run_id)
+    if fork_from is not None:
+        if (
+            not isinstance(fork_from, tuple | list)
+            or len(fork_from) != 2
+            or not isinstance(fork_from[1], int)
+            or isinstance(fork_from[1], bool)
+            or not 0 <= fork_from[1] < 2**63
+        ):
+            raise ValueError(f"fork_from={fork_from!r}: expected ('RUN-ID', step) with step >= 0")
+        check_run_id(fork_from[0])
+    tag_list = check_tags(tags)
+    fields: dict[str, Any] = {}
+    if config is not None:
         if not isinstance(config, Mapping):
-            raise TypeError(f"config must be a dict, got {type(config).__name__}")
+            raise TypeError(
+                f"config must be a dict (nested dicts allowed), got {type(config).__name__}"
+            )
         flat = {k: readable(v) for k, v in flatten(config, "config").items()}
-        if mask is not None:
-            flat = mask(flat)
-        run._assign_many(flat)
+        fields.update(mask(flat) if mask is not None else flat)
     if extra_fields:
-        run._assign_many(extra_fields)
+        fields.update(extra_fields)
+    for path, value in fields.items():
+        check_path(path)
+        field_value(path, value)  # raises for a value the store cannot hold
+    return Start(tag_list, fields)
+
+
+def check_tags(tags: Iterable[str] | str) -> list[str]:
+    """Tags as a list: one str is one tag; each non-empty, at most 256 characters."""
+    if isinstance(tags, str):
+        tags = [tags]  # tags="baseline" means one tag, not eight letters
+    elif not isinstance(tags, Iterable):
+        raise TypeError(f"tags must be a list of str, got {type(tags).__name__}")
+    out = []
+    for tag in tags:
+        _check_text("tag", tag, 256, required=True)
+        out.append(tag)
+    return out
+
+
+def _check_text(what: str, value: Any, limit: int, *, required: bool = False) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, got {type(value).__name__}: {value!r}")
+    if required and not value:
+        raise ValueError(f"{what} is empty")
+    if len(value) > limit:
+        raise ValueError(
+            f"{what} {value[:40]!r}... is {len(value)} characters; the limit is {limit}"
+        )
+    check_text(what, value)
+
+
+def _record_start(run: Run, start: Start) -> None:
+    if start.tags:
+        run.add_tags(*start.tags)
+    if start.fields:
+        run._assign_many(start.fields)
 
 
 def _find(st: Store, run_id: str) -> dict[str, Any] | None:

@@ -16,6 +16,37 @@ from typing import Any
 INT, FLOAT, BOOL, STR, DATETIME = "int", "float", "bool", "str", "datetime"
 FILE = "file"
 
+# Integers are stored as SQLite INTEGERs: signed 64-bit.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+
+def check_text(what: str, text: str) -> str:
+    """Return ``text`` if it can be stored (UTF-8), else raise ValueError naming ``what``.
+
+    A lone surrogate (``"a\\udc80b"``, what ``os.fsdecode`` makes of undecodable bytes)
+    has no UTF-8 form: SQLite would refuse it at the writer, long after the call.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start : exc.end]
+        raise ValueError(
+            f"{what} holds {bad!r} at position {exc.start}, a lone surrogate that cannot be "
+            "stored as UTF-8; decode it properly (or use errors='replace')"
+        ) from None
+    return text
+
+
+def _check_int(path: str, value: int) -> int:
+    if not INT_MIN <= value <= INT_MAX:
+        raise ValueError(
+            f"value for {path!r} is {value}, outside the signed 64-bit range the store holds; "
+            "store it as a str (or a float) instead"
+        )
+    return value
+
 
 class Deferred:
     """A value read later, on the writer thread (accelerator tensors, lazy frameworks)."""
@@ -101,13 +132,13 @@ def series_point(path: str, value: Any) -> Any:
     if t is float:
         return value
     if t is int or t is bool:
-        return float(value)
+        return _as_float(path, value)
     if t is str:
-        return value
+        return check_text(f"value for {path!r}", value)
     if isinstance(value, bool | int | float):
-        return float(value)
+        return _as_float(path, value)
     if isinstance(value, str):
-        return str(value)
+        return check_text(f"value for {path!r}", str(value))
     if isinstance(value, _dt.datetime | _dt.date):
         raise TypeError(
             f"cannot append a {t.__name__} to series {path!r}: series hold float or str; "
@@ -117,8 +148,18 @@ def series_point(path: str, value: Any) -> Any:
     if type(converted) is Deferred:
         return converted
     if isinstance(converted, str):
-        return converted
-    return float(converted)
+        return check_text(f"value for {path!r}", converted)
+    return _as_float(path, converted)
+
+
+def _as_float(path: str, value: Any) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(
+            f"value for {path!r} is an int too large for a float (it has "
+            f"{len(str(abs(int(value))))} digits); series hold float64 values"
+        ) from None
 
 
 def field_value(path: str, value: Any) -> tuple[str, Any]:
@@ -127,11 +168,11 @@ def field_value(path: str, value: Any) -> tuple[str, Any]:
     if t is bool:
         return BOOL, value
     if t is int:
-        return INT, value
+        return INT, _check_int(path, value)
     if t is float:
         return FLOAT, value
     if t is str:
-        return STR, value
+        return STR, check_text(f"value for {path!r}", value)
     if isinstance(value, _dt.datetime):
         if value.tzinfo is None:
             value = value.astimezone()  # a naive datetime means local time
@@ -141,11 +182,11 @@ def field_value(path: str, value: Any) -> tuple[str, Any]:
     if isinstance(value, bool):
         return BOOL, bool(value)
     if isinstance(value, int):
-        return INT, int(value)
+        return INT, _check_int(path, int(value))
     if isinstance(value, float):
         return FLOAT, float(value)
     if isinstance(value, str):
-        return STR, str(value)
+        return STR, check_text(f"value for {path!r}", str(value))
     converted = _tensor_scalar(path, value)
     if type(converted) is Deferred:
         return FLOAT, converted
@@ -158,7 +199,12 @@ def readable(value: Any) -> Any:
     Used for ``config=`` and framework hyperparameters, where lists, None and objects are
     common and refusing them would only get in the user's way.
     """
-    if value is None or isinstance(value, bool | int | float | str | _dt.datetime):
+    if isinstance(value, int) and not isinstance(value, bool) and not INT_MIN <= value <= INT_MAX:
+        return str(int(value))  # beyond 64 bits: kept exactly, as its digits
+    if isinstance(value, str):
+        # A config string may come from undecodable bytes; keep it, readable, not refused.
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if value is None or isinstance(value, bool | int | float | _dt.datetime):
         return "None" if value is None else value
     root = _framework_of(type(value))
     if root in ("numpy", "torch") and getattr(value, "size", None) is not None:
@@ -178,6 +224,10 @@ def _short(value: Any) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)
     if isinstance(value, str):
-        return value
-    text = repr(value)
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    try:
+        text = repr(value)
+    except Exception as exc:  # noqa: BLE001 - a config value must never stop init_run
+        text = f"<{type(value).__qualname__} object; repr() raised {type(exc).__name__}>"
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= 1000 else text[:997] + "..."

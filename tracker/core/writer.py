@@ -2,11 +2,25 @@
 
 The training thread's only work is ``deque.append``. This thread wakes every
 ``flush_interval`` (or at once on ``flush()``), takes what is queued, reads any deferred
-tensor values, turns log calls into columns (``batch.py``), appends one journal record per chunk, applies the chunk to the store,
-and fsyncs the journal at most once per ``fsync_interval`` (and on flush/close).
+tensor values, turns log calls into columns (``batch.py``), appends one journal record
+per chunk, applies the chunk to the store, and fsyncs the journal at most once per
+``fsync_interval`` (and on flush/close).
 
 It yields the GIL between chunks (``time.sleep(0)``): a writer that kept the GIL
 through a large backlog would stall the training thread for whole switch intervals.
+
+What it guarantees when things go wrong:
+
+- **Back-pressure.** A loop that logs faster than this thread can journal would build a
+  queue that a SIGKILL loses whole. When the queue holds more than about one flush
+  interval of this thread's measured throughput, ``Run.log`` waits (``wait_for_room``)
+  until it is half drained. Ordinary training loops never get near it.
+- **A journal that cannot be written** (disk full): the chunks stay in memory and are
+  retried every cycle, up to ``max_unwritten_points``; past that new points are
+  dropped and counted. ``flush()`` and ``close()`` raise ``WriterError`` with the counts.
+- **A store that cannot be written**: the journal holds every record; the store catches
+  up from it once it can (a replay from the offsets the store has applied), and the
+  catch-up is checked against the journal's end before the run counts as up to date.
 """
 
 from __future__ import annotations
@@ -20,7 +34,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .apply import RunApplier
+from .apply import RunApplier, recorded_offsets
 from .batch import columnize
 from .errors import WriterError
 from .journal import JournalWriter
@@ -30,6 +44,31 @@ from .store import Store
 log = logging.getLogger("tracker")
 
 CHUNK_OPS = 20_000
+# Points kept in memory while the journal cannot be written, before new ones are dropped.
+DEFAULT_MAX_UNWRITTEN_POINTS = 2_000_000
+# Back-pressure. The queue may hold this many points' worth of log calls whatever the
+# measured throughput (a few hundred thousand points take this thread tens of
+# milliseconds), so that ordinary loops never wait; beyond that, this share of a flush
+# interval of the writer's measured throughput. Throughput is measured in this thread's
+# CPU time: wall time would count the time the training thread held the GIL, and a
+# busy training thread would make the writer look slow and the limit needlessly low.
+_FLOOR_POINTS = 200_000
+_SHARE_OF_INTERVAL = 0.5
+# Log calls the queue may hold before the writer has measured anything (its first
+# chunk): generous, so that no loop waits in its first second.
+_INITIAL_MAX_QUEUE = 100_000
+
+
+def count_points(ops: list[Any]) -> int:
+    """Series points in columnized ``ops`` (the values of log calls and appends)."""
+    total = 0
+    for op in ops:
+        if op[0] == "logs":
+            for group in op[3]:
+                n_keys = len(group[1])
+                n_rows = len(group[2]) // 8 if group[0] == "cols" else len(group[2])
+                total += n_keys * n_rows
+    return total
 
 
 class Writer:
@@ -45,6 +84,7 @@ class Writer:
         flush_interval: float = 0.5,
         fsync_interval: float = 1.0,
         heartbeat_interval: float = 5.0,
+        max_unwritten_points: int | None = None,
     ) -> None:
         self.store = store
         self.run_id = run_id
@@ -53,11 +93,32 @@ class Writer:
         self.fsync_interval = fsync_interval
         self.heartbeat_interval = heartbeat_interval
         self._lock_fd = store.hold_writer_lock(run_id)
-        segment = store.journal_dir(run_id) / f"{time.time_ns():020d}-{os.getpid()}.jnl"
-        self.journal = JournalWriter(Path(segment))
-        self.applier = RunApplier(store, run_id) if apply_to_store else None
+        self._lock_pid = os.getpid()
+        try:
+            segment = store.journal_dir(run_id) / f"{time.time_ns():020d}-{os.getpid()}.jnl"
+            self.journal = JournalWriter(Path(segment))
+            self.applier = RunApplier(store, run_id) if apply_to_store else None
+        except BaseException:
+            store.release_lock(self._lock_fd)  # or this process could never open it again
+            raise
         self._store_behind = False
-        self._pending: list[Any] = []  # ops not yet journaled (after a write error)
+        # Chunks not journaled yet (after a write error), oldest first, and their points.
+        self._pending: collections.deque[list[Any]] = collections.deque()
+        self._pending_points = 0
+        self._dropped_points = 0
+        self._journal_failing = False
+        self._last_record: tuple[str, int] | None = None  # (segment, end) of the last record
+        if max_unwritten_points is None:
+            max_unwritten_points = int(
+                os.environ.get("TRACKER_MAX_UNWRITTEN_POINTS", DEFAULT_MAX_UNWRITTEN_POINTS)
+            )
+        self.max_unwritten_points = max_unwritten_points
+        # Back-pressure: Run.log compares len(queue) with max_queue after each call.
+        self.max_queue = _INITIAL_MAX_QUEUE
+        self._room = threading.Condition()
+        self._rate = 0.0  # log calls this thread journals per second of its own work
+        # Seconds each back-pressure wait took, the latest ones (for benchmarks).
+        self.waits: collections.deque[float] = collections.deque(maxlen=100_000)
         self._errors: dict[str, int] = {}
         self.error: BaseException | None = None
         self._last_fsync = time.monotonic()
@@ -105,7 +166,52 @@ class Writer:
                 )
         if self.error is not None:
             err = self.error
-            raise WriterError(f"tracker could not make run {self.run_id} durable: {err}") from err
+            raise WriterError(
+                f"tracker could not make run {self.run_id} durable: {self._what_is_missing()}"
+            ) from err
+
+    def wait_for_room(self) -> None:
+        """Called by ``Run.log`` when the queue is over ``max_queue``: wait for the writer.
+
+        Never waits on a writer that cannot make progress (its journal failing, its
+        thread gone or stopping): those keep what they can and say so at flush/close.
+        """
+        thread = self._thread
+        if thread is None or self._journal_failing or self._stopping:
+            return
+        started = time.perf_counter()
+        low = self.max_queue // 2
+        self._wake.set()
+        with self._room:
+            while (
+                len(self.queue) > low
+                and thread.is_alive()
+                and not self._journal_failing
+                and not self._stopping
+            ):
+                self._room.wait(0.05)
+        self.waits.append(time.perf_counter() - started)
+
+    def _what_is_missing(self) -> str:
+        parts = []
+        if self._pending_points:
+            parts.append(
+                f"{self._pending_points} point(s) are held in memory because its journal "
+                f"{self.journal.path} cannot be written"
+            )
+        if self._dropped_points:
+            parts.append(
+                f"{self._dropped_points} point(s) were dropped because more than "
+                f"{self.max_unwritten_points} waited for the journal "
+                "(TRACKER_MAX_UNWRITTEN_POINTS)"
+            )
+        if self._store_behind:
+            parts.append(
+                f"the store {self.store.root} lags its journal, which holds every point; "
+                "`tracker sync` applies it once the store can be written"
+            )
+        cause = f"{type(self.error).__name__}: {self.error}" if self.error else "unknown error"
+        return "; ".join(parts + [f"last error: {cause}"])
 
     def close(self, timeout: float | None = None) -> None:
         if self._thread is not None:
@@ -124,10 +230,25 @@ class Writer:
                 self._cycle(durable=True)
         try:
             self.journal.close()
+        except OSError as exc:
+            self._record_error("journal", exc)
         finally:
-            if self._lock_fd >= 0:
+            # Only the process that took the lock may release it: an flock is shared with
+            # forked children, and their unlock would be the parent's.
+            if self._lock_fd >= 0 and os.getpid() == self._lock_pid:
                 self.store.release_lock(self._lock_fd)
                 self._lock_fd = -1
+        self.store.close()  # the calling thread's connection (opening the run used it)
+        lost = self._pending_points + self._dropped_points
+        if lost or (self.error is not None and self._store_behind):
+            if lost:
+                what = (
+                    f"{lost} point(s) logged to run {self.run_id} could not be written to its "
+                    f"journal and are lost"
+                )
+            else:
+                what = f"run {self.run_id} is safe in its journal but not yet in the store"
+            raise WriterError(f"tracker: {what}: {self._what_is_missing()}") from self.error
 
     # -- the writer thread -----------------------------------------------------------------
 
@@ -146,35 +267,44 @@ class Writer:
                 self._flush_done = requested
                 self._cv.notify_all()
             if stopping and not self.queue:
+                # Close this thread's database connection now: left to the garbage
+                # collector, its close (a WAL checkpoint) would come at any later moment.
+                self.store.close()
                 return
 
     def _cycle(self, durable: bool) -> None:
         queue = self.queue
         popleft = queue.popleft
-        while queue or self._pending:
+        if self._pending:
+            self._journal_pending()
+        while queue:
+            started = time.thread_time()
             n = min(len(queue), CHUNK_OPS)
-            ops = self._pending + columnize([popleft() for _ in range(n)])
-            self._pending = []
-            if not ops:
-                break
-            try:
-                start, end = self.journal.append(ops)
-            except OSError as exc:
-                # Keep the ops in memory and try again next cycle: a full disk that frees
-                # up must not have cost the points logged meanwhile.
-                self._pending = ops
-                self._record_error("journal", exc)
-                break
-            self._apply(ops, end)
+            ops = columnize([popleft() for _ in range(n)])
+            if ops:
+                if self._pending:
+                    self._hold(ops)  # keep the order: nothing overtakes what waits
+                else:
+                    try:
+                        _start, end = self.journal.append(ops)
+                    except OSError as exc:
+                        self._journal_failing = True
+                        self._record_error("journal", exc)
+                        self._hold(ops)
+                    else:
+                        self._apply(ops, end)
+            if n >= 1000:
+                self._measure(n, count_points(ops), time.thread_time() - started)
+            self._notify_room()
             if queue:
+                # A producer that keeps the queue full keeps this loop going: the fsync
+                # schedule must hold inside it too.
+                self._sync_journal(durable=False)
                 time.sleep(0)  # let the training thread run between chunks
         now = time.monotonic()
-        if self.journal.dirty and (durable or now - self._last_fsync >= self.fsync_interval):
-            try:
-                self.journal.sync()
-                self._last_fsync = now
-            except OSError as exc:
-                self._record_error("journal", exc)
+        self._sync_journal(durable)
+        if self._store_behind:
+            self._catch_up()
         if self.applier is not None and now - self._last_heartbeat >= self.heartbeat_interval:
             self._last_heartbeat = now
             try:
@@ -184,23 +314,105 @@ class Writer:
                     )
             except Exception as exc:  # noqa: BLE001
                 self._record_error("store", exc)
-        if not self._pending and not self._store_behind and durable:
+        if (
+            durable
+            and not self._pending
+            and not self._store_behind
+            and not self._dropped_points
+            and not self.journal.dirty
+        ):
             self.error = None
 
-    def _apply(self, ops: list[Any], end: int) -> None:
-        if self.applier is None:
+    def _sync_journal(self, durable: bool) -> None:
+        now = time.monotonic()
+        if self.journal.dirty and (durable or now - self._last_fsync >= self.fsync_interval):
+            try:
+                self.journal.sync()
+                self._last_fsync = now
+            except OSError as exc:
+                self._record_error("journal", exc)
+
+    def _hold(self, ops: list[Any]) -> None:
+        """Keep a chunk the journal could not take, within the memory bound."""
+        n = count_points(ops)
+        if self._pending_points + n > self.max_unwritten_points:
+            self._dropped_points += n
+            if self._errors.get("dropped", 0) == 0:
+                self._errors["dropped"] = 1
+                msg = (
+                    f"tracker: run {self.run_id}: more than {self.max_unwritten_points} points "
+                    f"wait for a journal that cannot be written ({self.journal.path}); new "
+                    "points are dropped and counted until it can (flush/close report them)"
+                )
+                log.error(msg)
+                warnings.warn(msg, RuntimeWarning, stacklevel=1)
             return
+        self._pending.append(ops)
+        self._pending_points += n
+
+    def _journal_pending(self) -> None:
+        """Write what waits in memory, oldest first; stop at the first failure."""
+        while self._pending:
+            ops = self._pending[0]
+            try:
+                _start, end = self.journal.append(ops)
+            except OSError as exc:
+                self._journal_failing = True
+                self._record_error("journal", exc)
+                return
+            self._pending.popleft()
+            self._pending_points -= count_points(ops)
+            self._apply(ops, end)
+        if self._journal_failing:
+            self._journal_failing = False
+            msg = f"tracker: run {self.run_id} can write its journal again; nothing held was lost"
+            if self._dropped_points:
+                msg = (
+                    f"tracker: run {self.run_id} can write its journal again; "
+                    f"{self._dropped_points} point(s) were dropped meanwhile"
+                )
+            log.warning(msg)
+
+    def _measure(self, calls: int, points: int, busy: float) -> None:
+        rate = calls / max(busy, 1e-4)
+        self._rate = rate if self._rate == 0 else 0.7 * self._rate + 0.3 * rate
+        per_call = max(1.0, points / calls)
+        self._points_per_call = per_call
+        floor = int(_FLOOR_POINTS / per_call)
+        self.max_queue = max(floor, int(self._rate * self.flush_interval * _SHARE_OF_INTERVAL))
+
+    def _notify_room(self) -> None:
+        with self._room:
+            self._room.notify_all()
+
+    def _apply(self, ops: list[Any], end: int) -> None:
+        self._last_record = (self.journal.path.name, end)
+        if self.applier is None or self._store_behind:
+            return  # behind: the catch-up replays this record from the journal with the rest
         try:
-            if self._store_behind:
-                # An earlier batch failed to apply; the journal holds it. Catch up from
-                # the journal, which includes the batch just written.
-                replay_run(self.store, self.run_id, applier=self.applier)
-                self._store_behind = False
-            else:
-                self.applier.apply(ops, (self.journal.path.name, end))
+            self.applier.apply(ops, (self.journal.path.name, end))
         except Exception as exc:  # noqa: BLE001
             self._store_behind = True
             self._record_error("store", exc)
+
+    def _catch_up(self) -> None:
+        """Apply from the journal what the store lacks, then check it reached the end."""
+        try:
+            replay_run(self.store, self.run_id, applier=self.applier)
+            last = self._last_record
+            applied = recorded_offsets(self.store, self.run_id).get(last[0], 0) if last else 0
+        except Exception as exc:  # noqa: BLE001
+            self._record_error("store", exc)
+            return
+        last = self._last_record
+        if last is not None and applied < last[1]:
+            self._record_error(
+                "store",
+                WriterError(f"the store applied {last[0]} up to byte {applied} of {last[1]}"),
+            )
+            return
+        self._store_behind = False
+        log.warning("tracker: run %s: the store caught up with its journal", self.run_id)
 
     def _record_error(self, where: str, exc: BaseException) -> None:
         self.error = exc

@@ -245,6 +245,12 @@ class Gatherer:
 class Shipper:
     """The writer of a non-writer rank: batches its ops and sends them to rank 0."""
 
+    # No back-pressure: what a rank logs leaves the process every flush interval.
+    max_queue = 1 << 62
+
+    def wait_for_room(self) -> None:
+        pass
+
     def __init__(self, info: RankInfo, link: _Link, flush_interval: float = 0.5) -> None:
         self.info = info
         self.link = link
@@ -358,7 +364,13 @@ def _encode(ops: list[Any]) -> bytes:
 
 
 def open_distributed_run(
-    info: RankInfo, *, project: str, name: str | None, run_id: str | None, mode: str, **kwargs: Any
+    info: RankInfo,
+    *,
+    project: str,
+    name: str | None = None,
+    run_id: str | None = None,
+    mode: str = "async",
+    **kwargs: Any,
 ) -> Run:
     """Open this rank's ``Run`` of a job of ``info.world_size`` processes."""
     if mode == "disabled":
@@ -402,7 +414,8 @@ def open_distributed_run(
         world_size=info.world_size,
         is_writer=False,
     )
-    run._assign_many(_where(info))
+    # Stored under ranks/<rank>/ by the Shipper: where this rank runs, and its environment.
+    run._assign_many({**(kwargs.get("extra_fields") or {}), **_where(info)})
     tags = kwargs.get("tags")
     if tags:
         run.add_tags(*tags)
