@@ -204,7 +204,7 @@ def r_log_cost(res: dict[str, Any]) -> str:
     for r in rows:
         if "error" in r:
             continue
-        peer = t is not None and r is not t and r["lib"] not in ("list", "tracker+sysmetrics")
+        peer = t is not None and r is not t and not r["lib"].startswith(("list", "tracker"))
         vs_med = r["median_ns"] / t["median_ns"] if peer else None
         vs_p99 = r["p99_ns"] / t["p99_ns"] if peer else None
         vs_pts = t["points_per_s"] / r["points_per_s"] if peer and r.get("points_per_s") else None
@@ -511,8 +511,8 @@ def r_downsample(res: dict[str, Any]) -> str:
 def r_backpressure(res: dict[str, Any]) -> str:
     rows = [r for r in res.get("rows", []) if "error" not in r]
     out = [
-        "`run.log` waits for the writer only when the queue holds more than about one flush "
-        "interval (0.5 s) of the writer's measured throughput, so that a SIGKILL never "
+        "`run.log` waits for the writer only when the queue holds more than an eighth of a second "
+        "of the writer's measured throughput (and at least 200,000 points' worth), so that a SIGKILL never "
         "loses more than about a second. Each row: 10 floats a call, after `work` of busy "
         "work (a real training step is milliseconds).",
         "",
@@ -630,6 +630,18 @@ def _summary(results: dict[str, Any]) -> str:
             if t["median_ns"] <= 1000 and t["p99_ns"] <= 20000
             else f"median {ok(t['median_ns'], 1000)}, p99 {ok(t['p99_ns'], 20000)}",
         )
+    for lib, what, limit in (
+        ("tracker-numpy", "10 numpy float32 scalars", 3000),
+        ("tracker-torch", "10 CPU 0-d torch tensors", 8000),
+    ):
+        v = _find(lc["rows"], lib) if lc else None
+        if v:
+            add(
+                f"`run.log` of {what}, training-thread cost",
+                f"median ≤ {limit / 1000:g} µs",
+                f"median {us(v['median_ns'])}, p99 {us(v['p99_ns'])}",
+                ok(v["median_ns"], limit),
+            )
     wl = results.get("wide_log")
     t = _find(wl["rows"], "tracker") if wl else None
     if t:

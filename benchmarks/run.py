@@ -140,6 +140,8 @@ def wl_log_cost(ctx: Context) -> dict[str, Any]:
         ("list", n),
         ("tracker", n),
         ("tracker+sysmetrics", n),
+        ("tracker-numpy", n),
+        ("tracker-torch", n),
         ("tensorboardX", peer_n),
         ("mlflow", peer_n),
         ("wandb", peer_n),
@@ -150,7 +152,7 @@ def wl_log_cost(ctx: Context) -> dict[str, Any]:
     plan = [(lib, size) for lib, size in plan if ctx.wants(lib)]
     # tracker and the floor take a second a repetition: 5 of them make their medians
     # robust to a noisy neighbour (this machine's speed is bimodal under load).
-    cheap = {"list", "tracker", "tracker+sysmetrics"}
+    cheap = {"list", "tracker", "tracker+sysmetrics", "tracker-numpy", "tracker-torch"}
     cheap_reps = 1 if ctx.quick else 5
     runs: dict[str, list[dict[str, Any]]] = {lib: [] for lib, _ in plan}
     for rep in range(max(reps, cheap_reps)):  # interleaved: a change in load hits everyone

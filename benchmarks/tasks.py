@@ -56,11 +56,15 @@ def log_cost(spec: dict[str, Any]) -> dict[str, Any]:
     """``n`` calls of 10 floats, each timed; then the library's durable call."""
     n = spec["n"]
     pool = _pool(_keys(10))
+    name, _, values = spec["lib"].partition("-")
+    if name == "tracker" and values:
+        # tracker-numpy / tracker-torch: what Keras or Lightning loops log, same keys.
+        pool = _as_framework_values(pool, values)
     timer = [0] * n
     for i in range(n):  # what the clock pair itself costs, for the reader's reference
         t0 = pc()
         timer[i] = pc() - t0
-    lib = libs.make(spec["lib"])
+    lib = libs.make(name if name == "tracker" else spec["lib"])
     lib.open(spec["workdir"])
     lat = [0] * n
     load = _load()
@@ -99,6 +103,18 @@ def log_cost(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["lib"] == "list":
         out["points_per_s"] = None
     return out
+
+
+def _as_framework_values(pool: list[dict[str, float]], kind: str) -> list[dict[str, Any]]:
+    if kind == "numpy":
+        import numpy as np
+
+        return [{k: np.float32(v) for k, v in d.items()} for d in pool]
+    if kind == "torch":
+        import torch
+
+        return [{k: torch.tensor(v) for k, v in d.items()} for d in pool]
+    raise ValueError(f"unknown value kind {kind!r}")
 
 
 def throughput(spec: dict[str, Any]) -> dict[str, Any]:

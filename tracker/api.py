@@ -28,6 +28,7 @@ def init_run(
     config: Mapping[str, Any] | None = None,
     fork_from: tuple[str, int] | None = None,
     resume: str = "allow",
+    resume_from_step: int | None = None,
     store: str | os.PathLike[str] | None = None,
     mode: str = "async",
     system_metrics: bool | float = True,
@@ -39,8 +40,14 @@ def init_run(
     default), "sync" (each call durable on return), "offline" (journal only, applied
     later by ``tracker sync``) or "disabled" (every call a no-op). ``system_metrics``
     samples CPU, memory and this rank's GPU every 10 s (a number sets the interval;
-    $TRACKER_SYSTEM_METRICS_INTERVAL too). Config and environment values whose keys
-    look like secrets are masked.
+    $TRACKER_SYSTEM_METRICS_INTERVAL too). Secrets are masked on every path into the
+    store: values under secret-looking keys, and credentials inside any text.
+
+    ``resume_from_step=s`` resumes from a checkpoint taken at step ``s``: what earlier
+    attempts of the run logged after ``s`` is superseded (kept, hidden from default
+    reads; ``fetch_values(include_superseded=True)`` shows it), and the step counter
+    continues at ``s + 1``. A step may repeat (both points are kept); a step lower than
+    a series' last is stored too, with one warning per series.
 
     >>> import tracker
     >>> with tracker.init_run(project="mnist", config={"lr": 1e-3}) as run:
@@ -58,6 +65,7 @@ def init_run(
         config=config,
         fork_from=fork_from,
         resume=resume,
+        resume_from_step=resume_from_step,
         store=store,
         mode=mode,
         system_metrics=system_metrics,
@@ -97,7 +105,7 @@ def _open(
     project = project or os.environ.get("TRACKER_PROJECT") or "default"
     # Checked here, before any rank agrees on an id or opens anything, so that a bad
     # argument fails the same way on every rank and leaves nothing behind.
-    checked = ("name", "run_id", "tags", "config", "fork_from", "resume")
+    checked = ("name", "run_id", "tags", "config", "fork_from", "resume", "resume_from_step")
     check_start(project=project, mode=mode, **{k: v for k, v in run_args.items() if k in checked})
     if not isinstance(system_metrics, bool | int | float) or (
         not isinstance(system_metrics, bool) and not system_metrics > 0

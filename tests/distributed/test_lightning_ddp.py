@@ -1,5 +1,6 @@
 """Lightning strategy="ddp", two CPU processes (gloo): one run, Lightning's metrics from
-rank 0, per-rank figures from both ranks, and no hang on keys only one rank logs."""
+rank 0, per-rank figures from both ranks, and no hang on keys only one rank logs; then a
+second fit (a linked run) and a resume from a checkpoint (a rewind) in one job."""
 
 from __future__ import annotations
 
@@ -62,3 +63,101 @@ def test_ddp_one_run_with_per_rank_figures(tmp_path: Path, store: str) -> None:
     own = {k: list(r["per_rank/train_loss"].fetch_values(rank=k).value) for k in (0, 1)}
     assert own[0] != own[1]
     assert own[0] == pytest.approx(list(r["train_loss"].fetch_values().value))
+
+
+# Three trainings in one ddp job (Lightning re-runs this script for rank 1): a first fit
+# that checkpoints, a second fit through the same logger (a new run, linked), and a fresh
+# logger resuming the first fit's step-2 checkpoint, training further than it did.
+THREE_FITS = """
+import argparse, os
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.demos.boring_classes import BoringModel
+from tracker.integrations.lightning import TrackerLogger
+
+
+class Model(BoringModel):
+    def training_step(self, batch, batch_idx):
+        out = super().training_step(batch, batch_idx)
+        self.log("train_loss", out["loss"])
+        return out
+
+
+def fit(logger, root, steps, checkpoint=None, ckpt_path=None):
+    trainer = Trainer(
+        logger=logger, strategy="ddp", accelerator="cpu", devices=2, max_steps=steps,
+        limit_val_batches=0, log_every_n_steps=1, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=checkpoint is not None,
+        callbacks=[checkpoint] if checkpoint is not None else [], default_root_dir=root,
+    )
+    trainer.fit(Model(), ckpt_path=ckpt_path)
+    return trainer.global_rank
+
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--store", required=True)
+parser.add_argument("--root", required=True)
+args = parser.parse_args()
+torch.manual_seed(0)
+logger = TrackerLogger(project="lit-ddp", store=args.store)
+saves = ModelCheckpoint(
+    dirpath=os.path.join(args.root, "c"), every_n_train_steps=2, save_top_k=-1
+)
+rank = fit(logger, args.root, 4, checkpoint=saves)
+os.write(1, f"FIRST {rank} {logger.version}\\n".encode())
+fit(logger, args.root, 4)
+os.write(1, f"SECOND {rank} {logger.version}\\n".encode())
+resumed = TrackerLogger(project="lit-ddp", store=args.store)
+fit(resumed, args.root, 6, ckpt_path=os.path.join(args.root, "c", "epoch=0-step=2.ckpt"))
+os.write(1, f"RESUMED {rank} {resumed.version}\\n".encode())
+"""
+
+
+def test_ddp_second_fit_and_resume(tmp_path: Path, store: str) -> None:
+    script = tmp_path / "three_fits.py"
+    script.write_text(THREE_FITS)
+    done = subprocess.run(
+        [sys.executable, str(script), "--store", store, "--root", str(tmp_path / "root")],
+        env=python_env(OMP_NUM_THREADS="1", TRACKER_RANK_CLOSE_TIMEOUT="10"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "lower than its last step" not in done.stderr
+    ids = {}
+    for phase in ("FIRST", "SECOND", "RESUMED"):
+        found = set(re.findall(rf"{phase} (\d) ([A-Za-z0-9._-]+)", done.stdout))
+        assert {rank for rank, _ in found} == {"0", "1"}, done.stdout
+        assert len({run_id for _, run_id in found}) == 1, done.stdout  # the ranks agree
+        ids[phase] = found.pop()[1]
+    first, second = ids["FIRST"], ids["SECOND"]
+    assert ids["RESUMED"] == first != second
+
+    runs = {row["id"]: row for row in tracker.list_runs(project="lit-ddp", store=store)}
+    assert set(runs) == {first, second}
+    assert all(row["status"] == "finished" for row in runs.values())
+    figures = ("per_rank/step_time", "per_rank/samples_per_second", "per_rank/train_loss")
+
+    # The second fit: a run of its own, linked to the first, with both ranks' figures.
+    r = tracker.read_run(second, project="lit-ddp", store=store)
+    assert r["lineage/previous_run"].fetch() == first
+    assert f"group:{first}" in r.tags
+    assert r.ranks() == [0, 1]
+    assert list(r["train_loss"].fetch_values().step) == [0, 1, 2, 3]
+    for rank in (0, 1):
+        for key in figures:
+            assert list(r[key].fetch_values(rank=rank).step) == [0, 1, 2, 3], (key, rank)
+
+    # The first run, rewound to the checkpoint and trained further: each step once by
+    # default, the abandoned steps 2-3 kept (on every rank).
+    r = tracker.read_run(first, project="lit-ddp", store=store)
+    both = [0, 1, 2, 2, 3, 3, 4, 5]
+    assert list(r["train_loss"].fetch_values().step) == list(range(6))
+    assert list(r["train_loss"].fetch_values(include_superseded=True).step) == both
+    for rank in (0, 1):
+        for key in figures:
+            assert list(r[key].fetch_values(rank=rank).step) == list(range(6)), (key, rank)
+            everything = r[key].fetch_values(rank=rank, include_superseded=True)
+            assert list(everything.step) == both, (key, rank)

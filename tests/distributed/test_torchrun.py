@@ -157,9 +157,14 @@ def test_elastic_restart_continues_the_same_run_without_duplicates(store: str) -
     assert r.status == "finished"
     assert r["attempts"].fetch() == 1
     for rank in (0, 1):
+        # The restart rewound to the checkpoint's step 4: the first attempt's later
+        # points are superseded (kept), so the default view has each step once.
         loss = r["loss"].fetch_values(rank=rank)
-        assert loss.step.tolist() == list(range(10))  # replayed steps were not duplicated
+        assert loss.step.tolist() == list(range(10))
         assert loss.value.tolist() == [float(s) + 100 * rank for s in range(10)]
+    # Rank 1 logged steps 0-5 before it failed; its step 5 of that attempt is kept.
+    everything = r["loss"].fetch_values(rank=1, include_superseded=True)
+    assert everything.step.tolist() == [0, 1, 2, 3, 4, 5, 5, 6, 7, 8, 9]
     assert len(tracker.list_runs(project="dist", store=store)) == 1
 
 

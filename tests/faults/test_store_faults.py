@@ -127,11 +127,14 @@ def read_only_view(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
 
 
 def _downgrade_to_schema_1(store: Path) -> None:
-    """Make ``store`` what tracker with schema 1 wrote: no crc column, no set_aside."""
+    """Make ``store`` what tracker with schema 1 wrote: no crc or attempt columns, no
+    set_aside or attempts tables."""
     conn = sqlite3.connect(store / "store.db", isolation_level=None)
     try:
         conn.execute("ALTER TABLE chunks DROP COLUMN crc")
+        conn.execute("ALTER TABLE chunks DROP COLUMN attempt")
         conn.execute("DROP TABLE IF EXISTS set_aside")
+        conn.execute("DROP TABLE IF EXISTS attempts")
         conn.execute("UPDATE meta SET value='1' WHERE key='schema'")
     finally:
         conn.close()
@@ -256,7 +259,7 @@ def test_a_schema_1_store_is_read_as_it_is(
     assert "written before checksums" in doctor.output
     assert _schema_of(src) == ("1", False)
     Store(src).close()  # a writer upgrades it
-    assert _schema_of(src) == ("2", True)
+    assert _schema_of(src) == ("3", True)
 
     _downgrade_to_schema_1(src)
     view = read_only_view(src)

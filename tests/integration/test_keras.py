@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,41 @@ def _only_run(store: str) -> Any:
     runs = tracker.list_runs(store=store)
     assert len(runs) == 1, runs
     return tracker.read_run(runs[0]["id"], store=store)
+
+
+def _runs_oldest_first(store: str) -> list[Any]:
+    runs = sorted(tracker.list_runs(store=store), key=lambda r: r["created_at"])
+    return [tracker.read_run(r["id"], store=store) for r in runs]
+
+
+def _lower_step_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if "lower than its last step" in str(w.message)]
+
+
+class _BatchLogs(keras.callbacks.Callback):
+    """What Keras hands callbacks at each batch end, to compare with what was logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.losses.append(float((logs or {})["loss"]))
+
+
+def _fit(model: keras.Model, cb: TrackerCallback, epochs: int, **kwargs: Any) -> Any:
+    """48 samples, a quarter for validation, batches of 8: 5 training batches an epoch."""
+    x, y = _data(48)
+    return model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=epochs,
+        validation_split=0.25,
+        verbose=0,
+        callbacks=[cb],
+        **kwargs,
+    )
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -85,6 +121,55 @@ def test_batches_out_of_order_are_all_kept_in_step_order(store: str) -> None:
     assert r["fit/epochs"].fetch() == 2 and r["fit/steps"].fetch() == 5
     assert r["optimizer/name"].fetch().lower() == "sgd"
     assert r["model/num_params"].fetch() == 4 * 3 + 3 + 3 + 1
+
+
+def test_resume_with_epochs_of_unknown_size_goes_on_after_the_runs_last_step(store: str) -> None:
+    # Neither params["steps"] (a dataset of unknown size) nor this callback knows where
+    # epoch 2's batches start: the run is continued as it is, batches after its last step.
+    run = tracker.init_run("k", store=store, system_metrics=False)
+    run.log({"batch/loss": 3.0}, step=7)
+    run.log({"train/loss": 2.0}, step=1)
+    run.close()
+    cb = TrackerCallback(
+        project="k", store=store, run_id=run.id, log_every_n_batches=1, system_metrics=False
+    )
+    cb.set_model(_model())
+    cb.set_params({"epochs": 3, "steps": None, "verbose": 0})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cb.on_train_begin()
+        cb.on_epoch_begin(2)
+        cb.on_train_batch_end(0, {"loss": 0.5})
+        cb.on_train_batch_end(1, {"loss": 0.4})
+        cb.on_epoch_end(2, {"loss": 0.45})
+        cb.on_train_end()
+    assert not _lower_step_warnings(caught)
+    r = tracker.read_run(run.id, store=store)
+    assert r.status == "finished"
+    batch = r["batch/loss"].fetch_values(include_superseded=True)
+    assert batch.step.tolist() == [7, 8, 9]
+    assert batch.value.tolist() == [3.0, 0.5, 0.4]
+    assert r["batch/loss"].fetch_values().step.tolist() == [7, 8, 9]
+    assert r["train/loss"].fetch_values().step.tolist() == [1, 2]
+
+
+def test_a_fit_that_raised_leaves_a_failed_run_and_the_next_fit_goes_on(store: str) -> None:
+    cb = TrackerCallback(project="k", store=store, system_metrics=False)
+    cb.set_model(_model())
+    cb.set_params({"epochs": 2, "steps": 1, "verbose": 0})
+    cb.on_train_begin()
+    cb.on_epoch_begin(0)
+    cb.on_epoch_end(0, {"loss": 1.0})
+    # Keras skips on_train_end when fit raises; the next fit begins from scratch.
+    cb.on_train_begin()
+    cb.on_epoch_begin(0)
+    cb.on_epoch_end(0, {"loss": 0.5})
+    cb.on_train_end()
+    first, second = _runs_oldest_first(store)
+    assert (first.status, second.status) == ("failed", "finished")
+    assert second["lineage/previous_run"].fetch() == first.id
+    assert first["train/loss"].fetch_values().value.tolist() == [1.0]
+    assert second["train/loss"].fetch_values().value.tolist() == [0.5]
 
 
 def test_non_chief_worker_never_touches_the_store(
@@ -145,6 +230,135 @@ def test_a_model_built_by_its_first_batch_still_gets_its_summary(store: str) -> 
     r = tracker.read_run(run.id, store=store)
     assert r["model/num_params"].fetch() == 5
     assert r["optimizer/name"].fetch().lower() == "adam"
+
+
+def test_a_second_fit_gets_its_own_linked_run_with_every_value(store: str) -> None:
+    x, y = _data(48)
+    model = _model()
+    cb = TrackerCallback(project="k", store=store, log_every_n_batches=2, system_metrics=False)
+    histories, batches = [], []
+    for _ in range(2):  # the second fit (fine-tuning) starts from epoch 0 again
+        seen = _BatchLogs()
+        history = model.fit(
+            x, y, batch_size=8, epochs=2, validation_split=0.25, verbose=0, callbacks=[cb, seen]
+        )
+        histories.append(history.history)
+        batches.append(seen.losses)
+    first, second = _runs_oldest_first(store)
+    assert first.status == second.status == "finished"
+    assert f"group:{first.id}" in first.tags and f"group:{first.id}" in second.tags
+    assert second["lineage/previous_run"].fetch() == first.id
+    for r, history, losses in zip((first, second), histories, batches, strict=True):
+        train = r["train/loss"].fetch_values()
+        assert train.step.tolist() == [0, 1]
+        assert train.value.tolist() == pytest.approx(history["loss"])
+        assert r["val/loss"].fetch_values().value.tolist() == pytest.approx(history["val_loss"])
+        batch = r["batch/loss"].fetch_values()
+        assert batch.step.tolist() == [0, 2, 4, 6, 8]
+        assert batch.value.tolist() == pytest.approx(losses[0::2])
+        assert len(r["batch/loss"].fetch_values(include_superseded=True)) == 5
+        assert r["fit/epochs"].fetch() == 2
+        assert r["model/num_params"].fetch() == 4 * 3 + 3 + 3 + 1
+
+
+def test_a_second_fit_into_a_given_run_continues_after_its_last_step(store: str) -> None:
+    run = tracker.init_run("k", store=store, system_metrics=False)
+    model = _model()
+    cb = TrackerCallback(run, log_every_n_batches=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = _fit(model, cb, 2).history
+        second = _fit(model, cb, 2).history
+        run.flush()
+    assert not _lower_step_warnings(caught)
+    assert run.status == "running"  # the caller's to close
+    run.close()
+    (r,) = _runs_oldest_first(store)
+    # The first fit's last step was batch 8; the second starts at 9, epochs and batches.
+    train = r["train/loss"].fetch_values()
+    assert train.step.tolist() == [0, 1, 9, 10]
+    assert train.value.tolist() == pytest.approx(first["loss"] + second["loss"])
+    assert r["batch/loss"].fetch_values().step.tolist() == [0, 2, 4, 6, 8, 9, 11, 13, 15, 17]
+    assert r["val/loss"].fetch_values().step.tolist() == [0, 1, 9, 10]
+
+
+def test_fit_with_initial_epoch_continues_the_same_run(store: str) -> None:
+    model = _model()
+    cb = TrackerCallback(project="k", store=store, log_every_n_batches=2, system_metrics=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = _fit(model, cb, 2).history
+        second = _fit(model, cb, 4, initial_epoch=2).history
+    assert not _lower_step_warnings(caught)
+    (r,) = _runs_oldest_first(store)
+    assert r.status == "finished"
+    train = r["train/loss"].fetch_values()
+    assert train.step.tolist() == [0, 1, 2, 3]
+    assert train.value.tolist() == pytest.approx(first["loss"] + second["loss"])
+    # Batches go on from epoch 2's first (index 10); nothing is superseded.
+    batch = r["batch/loss"].fetch_values(include_superseded=True)
+    assert batch.step.tolist() == list(range(0, 20, 2))
+    assert r["batch/loss"].fetch_values().step.tolist() == list(range(0, 20, 2))
+
+
+def test_resuming_in_a_new_process_by_run_id(store: str) -> None:
+    model = _model()
+    cb = TrackerCallback(project="k", store=store, log_every_n_batches=5, system_metrics=False)
+    first = _fit(model, cb, 3).history
+    (r,) = _runs_oldest_first(store)
+    # A new callback (as a restarted job builds it) resumes the run from epoch 2's
+    # checkpoint. It knows nothing of the first fit: epoch 2's batches start at 2 * 5
+    # (params["steps"]), and the run is rewound to the step before them (9).
+    resumed = TrackerCallback(
+        project="k", store=store, run_id=r.id, log_every_n_batches=5, system_metrics=False
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = _fit(model, resumed, 3, initial_epoch=2).history
+    assert not _lower_step_warnings(caught)
+    (r,) = _runs_oldest_first(store)
+    assert r.status == "finished"
+    # The abandoned attempt's batch 10 is superseded...
+    assert r["batch/loss"].fetch_values().step.tolist() == [0, 5, 10]
+    assert r["batch/loss"].fetch_values(include_superseded=True).step.tolist() == [0, 5, 10, 10]
+    # ...but its epoch 2 (step 2, below the rewind) is kept next to the new one.
+    train = r["train/loss"].fetch_values()
+    assert train.step.tolist() == [0, 1, 2, 2]
+    assert train.value.tolist() == pytest.approx(first["loss"] + again["loss"])
+    newest = r["train/loss"].fetch_values(per_step="last")
+    assert newest.value.tolist() == pytest.approx(first["loss"][:2] + again["loss"])
+
+
+def test_initial_epoch_before_the_last_epoch_rewinds_an_epoch_only_run(store: str) -> None:
+    model = _model()
+    cb = TrackerCallback(project="k", store=store, system_metrics=False)
+    first = _fit(model, cb, 4).history
+    again = _fit(model, cb, 4, initial_epoch=2).history  # back to epoch 2's checkpoint
+    (r,) = _runs_oldest_first(store)
+    shown = r["train/loss"].fetch_values()
+    assert shown.step.tolist() == [0, 1, 2, 3]
+    assert shown.value.tolist() == pytest.approx(first["loss"][:2] + again["loss"])
+    everything = r["train/loss"].fetch_values(include_superseded=True)
+    assert everything.step.tolist() == [0, 1, 2, 2, 3, 3]
+
+
+def test_initial_epoch_before_the_last_with_batches_keeps_finished_batches(store: str) -> None:
+    # Batch steps run ahead of epoch steps in one run, so the rewind is to the step
+    # before epoch 1's first batch (4): the batches of epoch 0 stay, the abandoned
+    # attempt's later ones are superseded, and its epoch-2 point stays next to the new.
+    model = _model()
+    cb = TrackerCallback(project="k", store=store, log_every_n_batches=1, system_metrics=False)
+    first = _fit(model, cb, 3).history
+    with pytest.warns(RuntimeWarning, match="lower than its last step"):
+        again = _fit(model, cb, 3, initial_epoch=1).history
+    (r,) = _runs_oldest_first(store)
+    batch = r["batch/loss"].fetch_values()
+    assert batch.step.tolist() == list(range(15))
+    assert len(r["batch/loss"].fetch_values(include_superseded=True)) == 25
+    train = r["train/loss"].fetch_values()
+    assert train.step.tolist() == [0, 1, 1, 2, 2]
+    newest = r["train/loss"].fetch_values(per_step="last")
+    assert newest.value.tolist() == pytest.approx(first["loss"][:1] + again["loss"])
 
 
 _TORCH_FIT = """

@@ -6,6 +6,7 @@ import copy
 import multiprocessing
 import pickle
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,8 +26,46 @@ def _data(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _booster() -> xgb.Booster:
+    """A booster with 2 rounds: training it further is a continued training."""
     x, y = _data(50)
     return xgb.train({"max_depth": 2, "objective": "binary:logistic"}, xgb.DMatrix(x, y), 2)
+
+
+def _untrained() -> xgb.Booster:
+    """What xgboost.train hands callbacks when it starts from scratch: no rounds yet."""
+    x, y = _data(50)
+    return xgb.Booster({"max_depth": 2, "objective": "binary:logistic"}, [xgb.DMatrix(x, y)])
+
+
+PARAMS = {"max_depth": 2, "eta": 0.3, "objective": "binary:logistic", "eval_metric": "logloss"}
+
+
+def _split() -> tuple[xgb.DMatrix, xgb.DMatrix]:
+    x, y = _data()
+    return xgb.DMatrix(x[:150], y[:150]), xgb.DMatrix(x[150:], y[150:])
+
+
+def _train(
+    cb: TrackerCallback, rounds: int, xgb_model: xgb.Booster | None = None
+) -> tuple[xgb.Booster, list[float]]:
+    """A real xgboost.train through ``cb``; the booster and its valid/logloss history."""
+    dtrain, dvalid = _split()
+    result: dict = {}
+    booster = xgb.train(
+        PARAMS,
+        dtrain,
+        num_boost_round=rounds,
+        evals=[(dvalid, "valid")],
+        evals_result=result,
+        xgb_model=xgb_model,
+        callbacks=[cb],
+        verbose_eval=False,
+    )
+    return booster, result["valid"]["logloss"]
+
+
+def _lower_step_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if "lower than its last step" in str(w.message)]
 
 
 def _only_run(store: str):
@@ -41,6 +80,7 @@ def _only_run(store: str):
 def test_hooks_record_params_every_metric_best_and_importance(store: str) -> None:
     run = tracker.init_run("x", store=store, system_metrics=False)
     cb = TrackerCallback(run)
+    # The booster has 2 rounds already, so XGBoost's iterations 0..2 are rounds 2..4.
     booster = _booster()
     cb.before_training(booster)
     history = {"train": {"logloss": [], "auc": []}, "valid": {"logloss": [], "auc": []}}
@@ -54,11 +94,11 @@ def test_hooks_record_params_every_metric_best_and_importance(store: str) -> Non
     run.close()
     r = tracker.read_run(run.id, store=store)
     assert r["valid/logloss"].fetch_values().value.tolist() == [0.6, 0.4, 0.5]
-    assert r["train/auc"].fetch_values().step.tolist() == [0, 1, 2]
+    assert r["train/auc"].fetch_values().step.tolist() == [2, 3, 4]
     # The last eval set's last metric decides, and larger AUC is better.
     assert r["best/metric"].fetch() == "valid/auc"
     assert r["best/score"].fetch() == 0.9
-    assert r["best/iteration"].fetch() == 1
+    assert r["best/iteration"].fetch() == 3  # the booster's round
     assert r["params/max_depth"].fetch() == 2
     assert r["params/objective"].fetch() == "binary:logistic"
     assert r["importance/gain/f0"].fetch() > 0
@@ -70,7 +110,7 @@ def test_iterations_that_never_reached_the_callback_are_logged_at_the_end(store:
     # that iteration; its scores are still in the shared history.
     run = tracker.init_run("x", store=store, system_metrics=False)
     cb = TrackerCallback(run)
-    booster = _booster()
+    booster = _untrained()
     cb.before_training(booster)
     history: dict = {"valid": {"rmse": []}}
     for epoch, score in zip(range(10, 12), (3.0, 2.0), strict=True):
@@ -156,6 +196,102 @@ def test_sklearn_estimator_and_clone(store: str) -> None:
     assert r["validation_0/logloss"].fetch_values().step.tolist() == [0, 1, 2, 3, 4]
     assert r["params/max_depth"].fetch() == 2
     assert r["best/metric"].fetch() == "validation_0/logloss"
+
+
+# -- several trainings through one callback ------------------------------------------------
+
+
+def test_continued_training_logs_absolute_rounds_in_the_same_run(store: str) -> None:
+    cb = TrackerCallback(project="x", store=store, system_metrics=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first, first_scores = _train(cb, 4)
+        # XGBoost numbers the continued training's iterations 0..2 again.
+        second, second_scores = _train(cb, 3, xgb_model=first)
+    assert not _lower_step_warnings(caught)
+    assert second.num_boosted_rounds() == 7
+    r = _only_run(store)
+    assert r.status == "finished"
+    series = r["valid/logloss"].fetch_values()
+    assert series.step.tolist() == list(range(7))
+    assert series.value.tolist() == pytest.approx(first_scores + second_scores)
+    # Nothing was superseded: the continuation began where the first training ended.
+    assert len(r["valid/logloss"].fetch_values(include_superseded=True)) == 7
+    # The best round is the model's, among the rounds of the training that made it.
+    assert 4 <= r["best/iteration"].fetch() <= 6
+    assert r["best/score"].fetch() == pytest.approx(min(second_scores))
+
+
+def test_continuing_an_earlier_checkpoint_supersedes_what_came_after_it(store: str) -> None:
+    cb = TrackerCallback(project="x", store=store, system_metrics=False)
+    first, first_scores = _train(cb, 6)
+    checkpoint = first[:3]  # the model as it was after round 2
+    assert checkpoint.num_boosted_rounds() == 3
+    _, again = _train(cb, 2, xgb_model=checkpoint)
+    r = _only_run(store)
+    shown = r["valid/logloss"].fetch_values()
+    assert shown.step.tolist() == [0, 1, 2, 3, 4]
+    assert shown.value.tolist() == pytest.approx(first_scores[:3] + again)
+    # Rounds 3..5 of the first training are kept, hidden from the default view.
+    everything = r["valid/logloss"].fetch_values(include_superseded=True)
+    assert everything.step.tolist() == [0, 1, 2, 3, 3, 4, 4, 5]
+    assert sorted(everything.value.tolist()) == pytest.approx(sorted(first_scores + again))
+
+
+def test_a_second_fresh_training_gets_a_linked_run(store: str) -> None:
+    cb = TrackerCallback(project="x", store=store, tags=["gbt"], system_metrics=False)
+    _, first_scores = _train(cb, 3)
+    _, second_scores = _train(cb, 4)
+    runs = {r["id"]: r for r in tracker.list_runs(store=store)}
+    assert len(runs) == 2
+    first, second = sorted(runs.values(), key=lambda r: r["created_at"])
+    assert first["status"] == second["status"] == "finished"
+    group = f"group:{first['id']}"
+    assert group in first["tags"] and group in second["tags"] and "gbt" in second["tags"]
+    r1, r2 = (tracker.read_run(run["id"], store=store) for run in (first, second))
+    assert r2["lineage/previous_run"].fetch() == first["id"]
+    for r, scores in ((r1, first_scores), (r2, second_scores)):
+        series = r["valid/logloss"].fetch_values()
+        assert series.step.tolist() == list(range(len(scores)))
+        assert series.value.tolist() == pytest.approx(scores)
+        assert len(r["valid/logloss"].fetch_values(include_superseded=True)) == len(scores)
+
+
+def test_a_given_run_takes_continuations_at_their_round_and_new_trainings_after(
+    store: str,
+) -> None:
+    run = tracker.init_run("x", store=store, system_metrics=False)
+    cb = TrackerCallback(run)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first, a = _train(cb, 3)
+        _, b = _train(cb, 2, xgb_model=first)  # rounds 3, 4
+        _, c = _train(cb, 3)  # a new training: after the run's last step
+        run.flush()
+    assert not _lower_step_warnings(caught)
+    assert run.status == "running"
+    run.close()
+    r = tracker.read_run(run.id, store=store)
+    series = r["valid/logloss"].fetch_values()
+    assert series.step.tolist() == list(range(8))
+    assert series.value.tolist() == pytest.approx(a + b + c)
+
+
+def test_sklearn_fit_continuing_its_own_model_stays_in_one_run(store: str) -> None:
+    x, y = _data()
+    cb = TrackerCallback(project="x", store=store, system_metrics=False)
+    clf = xgb.XGBClassifier(n_estimators=3, max_depth=2, callbacks=[cb])
+    eval_set = [(x[150:], y[150:])]
+    clf.fit(x[:150], y[:150], eval_set=eval_set, verbose=False)
+    first = clf.evals_result()["validation_0"]["logloss"]
+    clf.fit(x[:150], y[:150], eval_set=eval_set, verbose=False, xgb_model=clf.get_booster())
+    second = clf.evals_result()["validation_0"]["logloss"]
+    assert clf.get_booster().num_boosted_rounds() == 6
+    r = _only_run(store)
+    assert r.status == "finished"
+    series = r["validation_0/logloss"].fetch_values()
+    assert series.step.tolist() == list(range(6))
+    assert series.value.tolist() == pytest.approx(first + second)
 
 
 # -- two workers of XGBoost's collective ----------------------------------------------------

@@ -140,10 +140,12 @@ def test_batches_from_another_rank_arriving_together_keep_their_order(store: str
     with tracker.init_run(project="p", store=store, system_metrics=False) as run:
         _gathered(run, 1, [(s, {"loss": float(s)}) for s in range(0, 15)])
         _gathered(run, 1, [(s, {"loss": float(s)}) for s in range(15, 30)])
-        # and a batch with two key sets, where call order decides what is refused
-        _gathered(run, 2, [(5, {"a": 1.0}), (6, {"a": 2.0, "b": 1.0}), (4, {"a": 9.0})])
-        with pytest.warns(RuntimeWarning, match="step 4 of series 'a' \\(rank 2\\)"):
-            run.flush()
+        # and a batch with two key sets, whose call order is the write order
+        _gathered(run, 2, [(5, {"a": 1.0}), (6, {"a": 2.0, "b": 1.0}), (5, {"a": 9.0})])
+        run.flush()
     r = tracker.read_run(run.id, store=store)
     assert r["loss"].fetch_values(rank=1).step.tolist() == list(range(30))
-    assert r["a"].fetch_values(rank=2).step.tolist() == [5, 6]  # step 4 came last: refused
+    a = r["a"].fetch_values(rank=2)
+    # Step 5 came twice: both kept, by step then in the order the calls were made.
+    assert a.step.tolist() == [5, 5, 6] and a.value.tolist() == [1.0, 9.0, 2.0]
+    assert r["a"].fetch_values(rank=2, per_step="last").value.tolist() == [9.0, 2.0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import sqlite3
+import warnings
 from pathlib import Path
 
 import pytest
@@ -70,19 +71,22 @@ def test_append_float_and_str_series(store: str) -> None:
     assert r["eval/acc"].fetch() == 0.9
 
 
-def test_lower_step_refused_with_one_warning_and_same_step_is_idempotent(store: str) -> None:
-    run = tracker.init_run(project="p", store=store)
+def test_repeats_and_lower_steps_are_stored_with_one_warning_per_series(store: str) -> None:
+    run = tracker.init_run(project="p", store=store, system_metrics=False)
     run.log({"x": 1.0}, step=5)
-    run.log({"x": 1.0}, step=5)  # a replay of the same point
-    run.log({"x": 2.0}, step=3)
-    run.log({"x": 3.0}, step=2)
-    run.log({"x": 4.0}, step=6)
-    with pytest.warns(RuntimeWarning, match="lower than its last step") as record:
+    run.log({"x": 1.5}, step=5)  # evaluate() twice at one step: both kept, silently
+    run.flush()
+    with pytest.warns(RuntimeWarning, match=r"step 3 of 'x' is lower than its last step 5"):
+        run.log({"x": 2.0}, step=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per series: no second warning
+        run.log({"x": 3.0}, step=2)
+        run.log({"x": 4.0}, step=6)
         run.flush()
-    assert len([w for w in record if "lower than" in str(w.message)]) == 1
     run.close()
     x = tracker.read_run(run.id, store=store)["x"].fetch_values()
-    assert x.step.tolist() == [5, 6] and x.value.tolist() == [1.0, 4.0]
+    assert x.step.tolist() == [2, 3, 5, 5, 6]
+    assert x.value.tolist() == [3.0, 2.0, 1.0, 1.5, 4.0]
 
 
 def test_tags_add_remove(store: str) -> None:

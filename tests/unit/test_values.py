@@ -97,7 +97,10 @@ def test_cuda_tensor_is_deferred_not_read(monkeypatch: pytest.MonkeyPatch) -> No
         pass
 
     fake = t.as_subclass(FakeCuda)
+    # What a CUDA tensor reports (torch answers is_cuda/is_cpu without asking .device).
     monkeypatch.setattr(FakeCuda, "device", property(lambda self: FakeDevice()), raising=False)
+    monkeypatch.setattr(FakeCuda, "is_cuda", property(lambda self: True), raising=False)
+    monkeypatch.setattr(FakeCuda, "is_cpu", property(lambda self: False), raising=False)
     monkeypatch.setattr(FakeCuda, "item", lambda self: calls.append("item") or 1.5)
     point = values.series_point("loss", fake)
     assert isinstance(point, values.Deferred)

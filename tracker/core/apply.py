@@ -1,9 +1,18 @@
 """Applying journaled operations to the store: the only code that writes run data.
 
 The writer thread calls ``RunApplier.apply`` with each batch right after journaling
-it; recovery and ``tracker sync`` call it with records read back from the journal. A
-point is identified by (run, path, rank, step): a step not above the last one stored
-for that series is dropped, so applying the same records twice adds nothing.
+it; recovery and ``tracker sync`` call it with records read back from the journal.
+
+A point's identity is the journal record that carried it, not its (path, step): every
+point is stored, repeats of a step and steps lower than a series' last included, and a
+record is applied once because the store keeps, in the same transaction as the points,
+how far into each journal segment it has applied (the ``applied`` table); a record at
+or before that offset is skipped, however often a journal is replayed.
+
+Each segment is one attempt (a writer session) of its run, listed in ``attempts``; every
+chunk names its attempt. An attempt opened with ``resume_from_step=s`` records s as its
+``rewind_step``: readers then hide (but keep) the points that earlier attempts stored
+past s.
 
 The per-series state cached here (series ids, last steps, counts) changes only once
 the transaction that wrote it has committed: a batch rolled back by a full disk or an
@@ -111,9 +120,12 @@ class RunApplier:
         self.store = store
         self.run_id = run_id
         self.series: dict[tuple[str, int], _Series] = {}
-        # Replays meet points the store already has; only live writes warn about steps.
-        self.quiet = False
+        self.quiet = False  # kept for callers; replays no longer warn about anything
         self.set_aside = 0  # operations set aside by this applier
+        self._applied: dict[str, int] = {}  # segment -> end offset applied (committed)
+        self._attempts: dict[str, int] = {}  # segment -> attempt id (committed)
+        self._new_attempts: dict[str, int] = {}  # made by the open transaction
+        self._segment: str | None = None  # segment of the batch being applied
         self._load()
 
     def _load(self) -> None:
@@ -129,6 +141,16 @@ class RunApplier:
             "SELECT parent_id, fork_step FROM runs WHERE run_id=?", (self.run_id,)
         ).fetchone()
         self._fork = (row[0], row[1]) if row and row[0] else None
+        self._applied = dict(
+            conn.execute("SELECT segment, offset FROM applied WHERE run_id=?", (self.run_id,))
+        )
+        self._attempts = dict(
+            conn.execute("SELECT segment, attempt FROM attempts WHERE run_id=?", (self.run_id,))
+        )
+
+    def applied(self, position: tuple[str, int]) -> bool:
+        """Whether the record ending at ``position`` (segment, end offset) is in the store."""
+        return position[1] <= self._applied.get(position[0], -1)
 
     # -- entry point ---------------------------------------------------------------------
 
@@ -139,17 +161,29 @@ class RunApplier:
         hold). Raises on a failure of the store itself; nothing is then applied, and
         the cache is as before.
         """
+        if position is not None and self.applied(position):
+            return 0  # applied before: a record's points are stored once
+        self._segment = position[0] if position is not None else None
         staged = _Staged(self.series)
+        self._new_attempts = {}
         try:
             with self.store.write() as conn:
                 self._apply_ops(conn, ops, staged)
                 self._record_position(conn, position)
         except Exception as exc:
+            self._new_attempts = {}
             if is_transient(exc):
                 raise
             return self._apply_each(ops, position, exc)
-        self.series.update(staged)
+        self._committed(staged, position)
         return 0
+
+    def _committed(self, staged: _Staged, position: tuple[str, int] | None) -> None:
+        self.series.update(staged)
+        self._attempts.update(self._new_attempts)
+        self._new_attempts = {}
+        if position is not None:
+            self._applied[position[0]] = position[1]
 
     def _apply_ops(self, conn: sqlite3.Connection, ops: list[Any], staged: _Staged) -> None:
         pieces: dict[tuple[str, int], list[Any]] = {}
@@ -178,15 +212,18 @@ class RunApplier:
         """Apply ``ops`` one by one, setting aside each that fails on its own data."""
         staged = _Staged(self.series)
         aside: list[tuple[int, BaseException, Any]] = []
+        self._new_attempts = {}
         with self.store.write() as conn:
             for index, op in enumerate(ops):
                 mine = _Staged(staged)
+                attempts_before = dict(self._new_attempts)
                 conn.execute("SAVEPOINT op")
                 try:
                     self._apply_ops(conn, [op], mine)
                 except Exception as exc:
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
+                    self._new_attempts = attempts_before
                     if is_transient(exc):
                         raise
                     aside.append((index, exc, op))
@@ -204,7 +241,7 @@ class RunApplier:
                 ],
             )
             self._record_position(conn, position)
-        self.series.update(staged)
+        self._committed(staged, position)
         if aside:
             self.set_aside += len(aside)
             i, exc, op = aside[0]
@@ -275,6 +312,31 @@ class RunApplier:
         )
         if meta.get("parent_id") and self._fork is None:
             self._fork = (meta["parent_id"], meta["fork_step"])
+        attempt = self._attempt(conn)
+        if attempt is not None and meta.get("rewind_step") is not None:
+            conn.execute(
+                "UPDATE attempts SET rewind_step=? WHERE attempt=?",
+                (int(meta["rewind_step"]), attempt),
+            )
+
+    def _attempt(self, conn: sqlite3.Connection) -> int | None:
+        """The attempt id of the segment being applied, made on first use."""
+        segment = self._segment
+        if segment is None:
+            return None
+        attempt = self._attempts.get(segment) or self._new_attempts.get(segment)
+        if attempt is None:
+            conn.execute(
+                "INSERT INTO attempts(run_id, segment) VALUES(?,?) "
+                "ON CONFLICT(run_id, segment) DO NOTHING",
+                (self.run_id, segment),
+            )
+            (attempt,) = conn.execute(
+                "SELECT attempt FROM attempts WHERE run_id=? AND segment=?",
+                (self.run_id, segment),
+            ).fetchone()
+            self._new_attempts[segment] = attempt
+        return attempt
 
     # -- series ----------------------------------------------------------------------------
 
@@ -350,9 +412,10 @@ class RunApplier:
                 chunk_rows.append(row[0])
                 series_rows.append(row[1])
         if chunk_rows:
+            attempt = self._attempt(conn)
             conn.executemany(
-                "INSERT INTO chunks(series_id, first_step, last_step, n, steps, vals, ts, crc) "
-                "VALUES(?,?,?,?,?,?,?,?)",
+                "INSERT INTO chunks(series_id, first_step, last_step, n, steps, vals, ts, crc, "
+                f"attempt) VALUES(?,?,?,?,?,?,?,?,{'NULL' if attempt is None else int(attempt)})",
                 chunk_rows,
             )
             conn.executemany(
@@ -394,31 +457,6 @@ class RunApplier:
                     stacklevel=1,
                 )
             return None
-        last = s.last_step
-        if steps[0] > last and (len(steps) == 1 or bool((steps[1:] > steps[:-1]).all())):
-            keep = None
-        else:
-            prev_max = np.maximum.accumulate(steps)
-            prev_max = np.concatenate(([last], np.maximum(prev_max[:-1], last)))
-            keep = steps > prev_max
-            if not s.warned and not self.quiet and bool((steps < prev_max).any()):
-                s.warned = True
-                bad = int(steps[steps < prev_max][0])
-                warnings.warn(
-                    f"tracker: step {bad} of series {path!r} (rank {rank}) is lower than "
-                    f"its last step; such points are refused (warned once per series)",
-                    RuntimeWarning,
-                    stacklevel=1,
-                )
-            if not keep.any():
-                return None
-            steps = steps[keep]
-            ts = ts[keep]
-            col = (
-                col[keep]
-                if kind == FLOAT_SERIES
-                else [v for v, k in zip(col, keep, strict=True) if k]
-            )
         n = len(steps)
         if kind == FLOAT_SERIES:
             vals = col.tobytes()
@@ -426,8 +464,10 @@ class RunApplier:
         else:
             vals = json.dumps(col, ensure_ascii=False).encode()
             last_value = col[-1]
-        first_step, last_step = int(steps[0]), int(steps[-1])
-        s.last_step = last_step
+        # Points keep the order they were logged in; a chunk's first/last step are its
+        # smallest and largest, which is what readers select chunks by.
+        first_step, last_step = int(steps.min()), int(steps.max())
+        s.last_step = max(s.last_step, last_step)
         s.count += n
         steps_b, ts_b = steps.tobytes(), ts.tobytes()
         return (

@@ -24,25 +24,31 @@ from typing import Any
 
 import numpy as np
 
-from .values import Deferred
+from .tensors import Deferred, resolve_many
 
 
 def resolve(data: dict[str, Any]) -> dict[str, Any]:
-    """Read deferred values; one that cannot be read is dropped with a warning."""
-    out = {}
-    for key, value in data.items():
-        if type(value) is Deferred:
-            try:
-                value = value.resolve()
-            except Exception as exc:  # noqa: BLE001 - one bad value must not stop the run
-                warnings.warn(
-                    f"tracker: could not read the tensor logged under {key!r}: {exc}; "
-                    "that point was dropped",
-                    RuntimeWarning,
-                    stacklevel=1,
-                )
-                continue
-        out[key] = value
+    """Read deferred values; one that cannot be read is dropped with a warning.
+
+    Device values of one call were copied as one batch (``tensors.DeviceBatch``): the
+    first read waits for that copy, the rest read the host buffer.
+    """
+    keys = [k for k, v in data.items() if type(v) is Deferred]
+    if not keys:
+        return data
+    read = resolve_many([data[k] for k in keys])
+    out = dict(data)
+    for key, value in zip(keys, read, strict=True):
+        if isinstance(value, BaseException):
+            warnings.warn(
+                f"tracker: could not read the tensor logged under {key!r}: {value}; "
+                "that point was dropped",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+            del out[key]
+        else:
+            out[key] = value
     return out
 
 

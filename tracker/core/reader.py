@@ -31,6 +31,7 @@ from .replay import recover_run
 from .store import Store, chunk_problem, decode_str_values
 
 AGGREGATES = ("mean", "min", "max", "count")
+PER_STEP = (None, "first", "last")
 # A running run whose writer lock cannot be checked (another host) counts as crashed
 # once its heartbeat is this old.
 STALE_HEARTBEAT_S = 120.0
@@ -144,19 +145,35 @@ class FieldReader:
         rank: int | None = None,
         aggregate: str | None = None,
         buckets: int | None = None,
+        *,
+        per_step: str | None = None,
+        include_superseded: bool = False,
     ) -> SeriesValues | Buckets:
-        """The series at this path as numpy arrays.
+        """The series at this path as numpy arrays, sorted by step, then write order.
 
         ``rank=None`` is the writer's own series (rank 0); ``rank=k`` what rank k logged;
-        ``aggregate`` ("mean", "min", "max", "count") combines all ranks per step;
-        ``buckets=N`` downsamples into at most N buckets keeping first/last/min/max/count.
+        ``aggregate`` ("mean", "min", "max", "count") combines all ranks per step (each
+        rank's last point of a step); ``buckets=N`` downsamples into at most N buckets
+        keeping first/last/min/max/count. A step logged twice (``evaluate()`` twice at
+        one step) has both points; ``per_step="last"`` (or ``"first"``) keeps one.
+        Points that a rewind (``init_run(resume_from_step=s)``) superseded are hidden
+        unless ``include_superseded=True``.
+
+        >>> r["eval/loss"].fetch_values(per_step="last").value
         """
         if rank is not None and aggregate is not None:
             raise ValueError("fetch_values: pass rank= or aggregate=, not both")
+        if per_step not in PER_STEP:
+            raise ValueError(f"per_step={per_step!r}: use None, 'first' or 'last'")
         if aggregate is not None:
-            series = self._run._aggregate(self.path, aggregate)
+            series = self._run._aggregate(self.path, aggregate, include_superseded)
         else:
-            series = self._run._series(self.path, 0 if rank is None else int(rank))
+            series = self._run._series(
+                self.path,
+                0 if rank is None else int(rank),
+                include_superseded=include_superseded,
+                per_step=per_step,
+            )
         if series is None:
             who = "" if rank is None else f" from rank {rank}"
             raise KeyError(f"run {self._run.id} has no series {self.path!r}{who}")
@@ -284,11 +301,45 @@ class RunReader:
 
     # -- series ---------------------------------------------------------------------------
 
-    def _series(self, path: str, rank: int) -> SeriesValues | None:
+    def _attempts(self, rid: str) -> dict[Any, tuple[int, int | None]]:
+        """For each attempt of run ``rid``: (its place in time, the step past which a
+        later attempt's rewind superseded its points, or None)."""
+        if not self._store.has_attempts:
+            return {}
+        rows = (
+            self._store.connection()
+            .execute(
+                "SELECT attempt, rewind_step FROM attempts WHERE run_id=? ORDER BY segment",
+                (rid,),
+            )
+            .fetchall()
+        )
+        out: dict[Any, tuple[int, int | None]] = {}
+        cut: int | None = None
+        # From the newest back: an attempt is cut by the lowest rewind of those after it.
+        for index in range(len(rows) - 1, -1, -1):
+            attempt, rewind = rows[index]
+            out[attempt] = (index, cut)
+            if rewind is not None:
+                cut = rewind if cut is None else min(cut, rewind)
+        out[None] = (-1, cut)  # chunks of stores older than attempts came first
+        return out
+
+    def _series(
+        self,
+        path: str,
+        rank: int,
+        *,
+        include_superseded: bool = False,
+        per_step: str | None = None,
+    ) -> SeriesValues | None:
         st = self._store
         conn = st.connection()
         crc = "crc" if st.has_crc else "NULL"  # schema 1 stores have no checksums
-        select = f"SELECT rowid, n, steps, vals, ts, {crc} FROM chunks WHERE series_id=?"
+        attempt = "attempt" if st.has_attempts else "NULL"
+        select = f"SELECT rowid, n, steps, vals, ts, {crc}, {attempt} FROM chunks WHERE series_id=?"
+        # System metrics count samples, not training steps: a rewind does not apply.
+        rewinds_apply = not include_superseded and not path.startswith("sys/")
         parts = []
         kind = None
         for rid, limit in reversed(self._lineage):  # oldest ancestor first
@@ -300,17 +351,19 @@ class RunReader:
                 continue
             sid, kind = row
             if limit is None:
-                chunks = conn.execute(select + " ORDER BY first_step, rowid", (sid,)).fetchall()
+                chunks = conn.execute(select, (sid,)).fetchall()
             else:
-                chunks = conn.execute(
-                    select + " AND first_step<=? ORDER BY first_step, rowid", (sid, limit)
-                ).fetchall()
-            parts.append((rid, chunks, limit))
+                chunks = conn.execute(select + " AND first_step<=?", (sid, limit)).fetchall()
+            attempts = self._attempts(rid)
+            unknown = (len(attempts), None)
+            # Write order: attempts in the order they ran, then the order of the rows.
+            chunks.sort(key=lambda c: (attempts.get(c[6], unknown)[0], c[0]))
+            parts.append((rid, chunks, limit, attempts, unknown))
         if kind is None:
             return None
         steps_l, vals_l, ts_l = [], [], []
-        for rid, chunks, limit in parts:
-            for chunk, n, steps_b, vals_b, ts_b, crc_value in chunks:
+        for rid, chunks, limit, attempts, unknown in parts:
+            for chunk, n, steps_b, vals_b, ts_b, crc_value, chunk_attempt in chunks:
                 if _VERIFY_CHUNKS:
                     problem = chunk_problem(kind, n, steps_b, vals_b, ts_b, crc_value)
                     if problem is not None:
@@ -324,8 +377,11 @@ class RunReader:
                     vals = np.array(decoded, dtype=object)
                 else:
                     vals = np.frombuffer(vals_b, dtype=np.float64)
-                if limit is not None and len(steps) and steps[-1] > limit:
-                    keep = steps <= limit
+                cut = attempts.get(chunk_attempt, unknown)[1] if rewinds_apply else None
+                if limit is not None:
+                    cut = limit if cut is None else min(cut, limit)
+                if cut is not None and len(steps) and steps.max() > cut:
+                    keep = steps <= cut
                     steps, vals, ts = steps[keep], vals[keep], ts[keep]
                 steps_l.append(steps)
                 vals_l.append(vals)
@@ -336,12 +392,17 @@ class RunReader:
         steps = np.concatenate(steps_l)
         vals = np.concatenate(vals_l)
         ts = np.concatenate(ts_l)
-        if len(steps) > 1 and not bool((steps[1:] > steps[:-1]).all()):
-            # Chunks from two writers of one run may interleave: sort, keep first of a step.
+        if len(steps) > 1 and not bool((steps[1:] >= steps[:-1]).all()):
+            # By step, and within a step in the order written (a stable sort).
             order = np.argsort(steps, kind="stable")
             steps, vals, ts = steps[order], vals[order], ts[order]
-            first = np.concatenate(([True], steps[1:] != steps[:-1]))
-            steps, vals, ts = steps[first], vals[first], ts[first]
+        if per_step is not None and len(steps) > 1:
+            change = steps[1:] != steps[:-1]
+            if per_step == "last":
+                keep = np.concatenate((change, [True]))
+            else:
+                keep = np.concatenate(([True], change))
+            steps, vals, ts = steps[keep], vals[keep], ts[keep]
         return SeriesValues(steps, vals, ts)
 
     def _corrupt(
@@ -359,12 +420,15 @@ class RunReader:
             chunk=chunk,
         )
 
-    def _aggregate(self, path: str, how: str) -> SeriesValues | None:
+    def _aggregate(
+        self, path: str, how: str, include_superseded: bool = False
+    ) -> SeriesValues | None:
         if how not in AGGREGATES:
             raise ValueError(f"aggregate={how!r}: use one of {', '.join(AGGREGATES)}")
         all_steps, all_vals, all_ts = [], [], []
         for rank in self.ranks():
-            s = self._series(path, rank)
+            # Each rank's latest point of a step: a repeat must not weigh a rank twice.
+            s = self._series(path, rank, include_superseded=include_superseded, per_step="last")
             if s is None or len(s) == 0:
                 continue
             if s.value.dtype == object:

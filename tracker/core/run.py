@@ -26,10 +26,12 @@ from . import lifecycle
 from .files import describe
 from .paths import check_path, flatten
 from .secrets import mask_field, mask_text
+from .tensors import FAST_TYPES, batch_device_values
 from .values import FILE, Deferred, check_text, field_value, series_point
 
 _time = time.time
-_FAST_TYPES = frozenset((float, int))
+# float, int, and numpy scalar types once seen: immutable numbers the writer packs.
+_FAST_TYPES = FAST_TYPES
 # Steps are stored as SQLite INTEGERs (signed 64-bit).
 _STEP_LIMIT = 2**63
 FINAL_STATUSES = ("finished", "failed", "terminated")
@@ -152,6 +154,9 @@ class Run:
         # run has no backlog (an empty tuple is never over the limit).
         self._queue = () if sync else writer.queue
         self._counter = itertools.count(next_step)
+        # The highest step of each series as the writer knows it, shared with it.
+        self._series_last: dict[str, int] = getattr(writer, "series_last", {})
+        self._lower_warned: set[str] = getattr(writer, "lower_warned", set())
         self._step_lock = threading.Lock()
         self._pid = os.getpid()
         self._step = next_step
@@ -195,8 +200,12 @@ class Run:
             if type(step) is int and 0 <= step < _STEP_LIMIT:
                 if step >= self._step:
                     self._step = step + 1
+                elif step < self._step - 1:
+                    self._check_lower(data, step)  # not the newest step: maybe a lower one
             else:
                 step = self._check_step(step)
+                if step < self._step - 1:
+                    self._check_lower(data, step)
             if (
                 type(data) is dict
                 and self._float_paths.issuperset(data)
@@ -215,6 +224,27 @@ class Run:
         self._counter = itertools.count(step + 1)
         return step
 
+    def _next_step(self) -> int:
+        """The step after the highest this run has used (explicit or counted), unconsumed."""
+        with self._step_lock:
+            counted = next(self._counter)
+            self._counter = itertools.count(counted)  # put it back
+        return max(self._step, counted, max(self._series_last.values(), default=-1) + 1)
+
+    def _check_lower(self, data: Any, step: int) -> None:
+        # Lower steps are stored; the first one of each series is worth one warning.
+        last_of = self._series_last
+        warned = self._lower_warned
+        try:
+            keys = list(data)
+        except TypeError:
+            return  # not a mapping: _log_slow says so
+        for key in keys:
+            last = last_of.get(key)
+            if last is not None and step < last and key not in warned:
+                warned.add(key)
+                warn_lower_step(key, step, last, 4)
+
     def _check_step(self, step: Any) -> int:
         step = _valid_step(step)
         if step >= self._step:
@@ -226,7 +256,7 @@ class Run:
             raise TypeError(f"log() takes a dict of path -> value, got {type(data).__name__}")
         out: dict[str, Any] = {}
         new: list[tuple[str, str]] = []
-        deferred = False
+        deferred: list[Deferred] = []
         kinds = self._kinds
         for path, value in data.items():
             if path not in self._float_paths:
@@ -234,7 +264,7 @@ class Run:
             point = series_point(path, value)
             if type(point) is Deferred:
                 kind = _FLOAT
-                deferred = True
+                deferred.append(point)
             elif type(point) is str:
                 kind = _STR
                 point = mask_field(path, point)  # text may carry credentials, as fields do
@@ -252,6 +282,10 @@ class Run:
             if kind == _FLOAT:
                 self._float_paths.add(path)
         if deferred:
+            # Every device scalar of this call: one stack, one copy to the host.
+            pending = [p for p in deferred if p.needs_batch]
+            if pending:
+                batch_device_values(pending)
             self._enqueue(("logd", step, ts, out))
         else:
             self._enqueue((step, ts, out))
@@ -265,7 +299,14 @@ class Run:
         known = self._kinds.get(path)
         if known is not None and known != kind:
             raise _kind_error(path, known, kind)
-        step = self._series_next.get(path, 0) if step is None else _valid_step(step)
+        if step is None:
+            step = self._series_next.get(path, 0)
+        else:
+            step = _valid_step(step)
+            last = self._series_last.get(path)
+            if last is not None and step < last and path not in self._lower_warned:
+                self._lower_warned.add(path)
+                warn_lower_step(path, step, last, 4)
         if timestamp is None:
             ts = _time()
         elif isinstance(timestamp, _dt.datetime):
@@ -282,6 +323,8 @@ class Run:
                 self._float_paths.add(path)
         self._series_next[path] = max(self._series_next.get(path, 0), step + 1)
         if type(point) is Deferred:
+            if point.needs_batch:
+                batch_device_values([point])
             self._enqueue(("logd", step, ts, {path: point}))
         else:
             self._enqueue((step, ts, {path: point}))
@@ -446,6 +489,17 @@ class Run:
     def _ingest(self, op: Any) -> None:
         """Queue an already-validated op (from another rank, via the coordinator)."""
         self._enqueue(op)
+
+
+def warn_lower_step(path: str, step: int, last: int, stacklevel: int) -> None:
+    """The one warning a series gets for a step lower than its last (it is stored)."""
+    warnings.warn(
+        f"tracker: step {step} of {path!r} is lower than its last step {last}; the point is "
+        "stored, and reads sort by step (a restarted step counter? to start over from a "
+        "checkpoint, pass init_run(resume_from_step=...)). Warned once per series.",
+        RuntimeWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def _valid_step(step: Any) -> int:

@@ -48,6 +48,7 @@ def open_run(
     config: Mapping[str, Any] | None = None,
     fork_from: tuple[str, int] | None = None,
     resume: str = "allow",
+    resume_from_step: int | None = None,
     store: str | os.PathLike[str] | None = None,
     mode: str = "async",
     flush_interval: float = 0.5,
@@ -67,6 +68,7 @@ def open_run(
         config=config,
         fork_from=fork_from,
         resume=resume,
+        resume_from_step=resume_from_step,
         mode=mode,
         mask=mask,
         extra_fields=extra_fields,
@@ -117,8 +119,8 @@ def open_run(
     run_id = run_id or new_run_id()
     if existing is not None and existing["status"] == "running":
         recover_run(st, run_id)  # a crashed earlier session: apply its journal first
-    next_step, series_next, kinds = _state(
-        st, run_id, parent["run_id"] if parent else None, fork_step
+    next_step, series_next, series_last, kinds = _state(
+        st, run_id, parent["run_id"] if parent else None, fork_step, resume_from_step
     )
 
     writer = Writer(
@@ -128,6 +130,7 @@ def open_run(
         threaded=mode != "sync",
         flush_interval=flush_interval,
     )
+    writer.series_last.update(series_last)
     run = run_class(
         run_id=run_id,
         project=project,
@@ -148,6 +151,7 @@ def open_run(
         "pid": os.getpid(),
         "parent_id": parent["run_id"] if parent else None,
         "fork_step": fork_step,
+        "rewind_step": resume_from_step,
     }
     run._enqueue(("create", meta))
     _record_start(run, start)
@@ -172,6 +176,7 @@ def check_start(
     config: Mapping[str, Any] | None = None,
     fork_from: tuple[str, int] | None = None,
     resume: str = "allow",
+    resume_from_step: int | None = None,
     mode: str = "async",
     mask: Any = None,
     extra_fields: Mapping[str, Any] | None = None,
@@ -200,6 +205,18 @@ def check_start(
         ):
             raise ValueError(f"fork_from={fork_from!r}: expected ('RUN-ID', step) with step >= 0")
         check_run_id(fork_from[0])
+    if resume_from_step is not None:
+        if (
+            not isinstance(resume_from_step, int)
+            or isinstance(resume_from_step, bool)
+            or not 0 <= resume_from_step < 2**63
+        ):
+            raise ValueError(
+                f"resume_from_step={resume_from_step!r}: expected the step (an int >= 0) "
+                "of the checkpoint training resumes from"
+            )
+        if resume == "never":
+            raise ValueError("resume_from_step resumes a run; it cannot go with resume='never'")
     tag_list = check_tags(tags)
     fields: dict[str, Any] = {}
     if config is not None:
@@ -260,31 +277,44 @@ def _find(st: Store, run_id: str) -> dict[str, Any] | None:
 
 
 def _state(
-    st: Store, run_id: str, parent_id: str | None, fork_step: int | None
-) -> tuple[int, dict[str, int], dict[str, str]]:
-    """What a resumed or forked run's counters and path kinds start from."""
+    st: Store,
+    run_id: str,
+    parent_id: str | None,
+    fork_step: int | None,
+    rewind: int | None = None,
+) -> tuple[int, dict[str, int], dict[str, int], dict[str, str]]:
+    """What a resumed or forked run's counters, last steps and path kinds start from.
+
+    After a rewind to step ``rewind`` the run continues at ``rewind + 1``: what earlier
+    attempts logged past it is superseded, so it is neither the series' last step nor
+    where their counters go on from. System metrics count samples and keep counting.
+    """
     conn = st.connection()
     kinds: dict[str, str] = {}
     series_next: dict[str, int] = {}
+    series_last: dict[str, int] = {}
     next_step = 0
-    sources = [(run_id, None)]
+    sources = [(run_id, rewind)]
     if parent_id is not None:
-        sources.append((parent_id, fork_step))
+        sources.append((parent_id, fork_step if rewind is None else min(fork_step, rewind)))
     for rid, limit in sources:
         for path, kind, last in conn.execute(
             "SELECT path, kind, last_step FROM series WHERE run_id=? AND rank=0", (rid,)
         ):
+            kinds.setdefault(path, _FLOAT if kind == "float" else _STR)
+            if path.startswith("sys/"):
+                series_next["sys/"] = max(series_next.get("sys/", 0), last + 1)
+                continue
             if limit is not None:
                 last = min(last, limit)
-            kinds.setdefault(path, _FLOAT if kind == "float" else _STR)
             series_next[path] = max(series_next.get(path, 0), last + 1)
-            if not path.startswith("sys/"):
-                next_step = max(next_step, last + 1)
-            else:
-                series_next["sys/"] = max(series_next.get("sys/", 0), last + 1)
-        if limit is None:
+            series_last[path] = max(series_last.get(path, last), last)
+            next_step = max(next_step, last + 1)
+        if rid == run_id:
             for path, kind in conn.execute("SELECT path, kind FROM fields WHERE run_id=?", (rid,)):
                 kinds.setdefault(path, FILE if kind == "file" else _FIELD)
     if fork_step is not None:
         next_step = max(next_step, fork_step + 1)
-    return next_step, series_next, kinds
+    if rewind is not None:
+        next_step = rewind + 1
+    return next_step, series_next, series_last, kinds

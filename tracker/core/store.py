@@ -40,7 +40,7 @@ from pathlib import Path
 
 from .errors import RunInUseError, StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "store.db"
 BUSY_TIMEOUT_S = 60.0
 
@@ -89,7 +89,8 @@ CREATE TABLE IF NOT EXISTS chunks(
     steps BLOB NOT NULL,
     vals BLOB NOT NULL,
     ts BLOB NOT NULL,
-    crc INTEGER
+    crc INTEGER,
+    attempt INTEGER
 );
 CREATE INDEX IF NOT EXISTS chunks_by_series ON chunks(series_id, first_step);
 CREATE TABLE IF NOT EXISTS set_aside(
@@ -97,6 +98,13 @@ CREATE TABLE IF NOT EXISTS set_aside(
     op_index INTEGER NOT NULL, error TEXT NOT NULL, created_at REAL NOT NULL,
     PRIMARY KEY(run_id, segment, offset, op_index)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS attempts(
+    attempt INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    segment TEXT NOT NULL,
+    rewind_step INTEGER,
+    UNIQUE(run_id, segment)
+);
 CREATE TABLE IF NOT EXISTS applied(
     run_id TEXT NOT NULL, segment TEXT NOT NULL, offset INTEGER NOT NULL,
     PRIMARY KEY(run_id, segment)
@@ -106,8 +114,13 @@ CREATE TABLE IF NOT EXISTS applied(
 
 # Schema 1 -> 2: chunks carry a CRC-32 of their three blobs (NULL in older rows, which
 # are read unchecked), and records that could not be applied are listed in set_aside.
+# Schema 2 -> 3: each chunk names the attempt (writer session, one journal segment) that
+# wrote it, and an attempt may rewind the run to a step (``resume_from_step``): points of
+# earlier attempts past that step are superseded. Chunks of older stores have no attempt
+# and count as the first.
 _MIGRATIONS = {
     1: ("ALTER TABLE chunks ADD COLUMN crc INTEGER",),
+    2: ("ALTER TABLE chunks ADD COLUMN attempt INTEGER",),
 }
 
 
@@ -305,6 +318,7 @@ class Store:
         self.schema = SCHEMA_VERSION
         self.has_crc = True
         self.has_set_aside = True
+        self.has_attempts = True
         self._writable: Store | None = None
         self._local = threading.local()
         try:
@@ -501,6 +515,7 @@ class Store:
             )
         self.has_crc = "crc" in columns
         self.has_set_aside = "set_aside" in tables
+        self.has_attempts = "attempt" in columns and "attempts" in tables
 
     # -- journal files and writer locks -------------------------------------------------
 

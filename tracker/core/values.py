@@ -12,6 +12,10 @@ import datetime as _dt
 import math
 from typing import Any
 
+from .tensors import Deferred, batch_device_values, convert, framework_of
+
+__all__ = ["Deferred", "check_text", "field_value", "readable", "series_point"]
+
 # Kinds of field values as stored.
 INT, FLOAT, BOOL, STR, DATETIME = "int", "float", "bool", "str", "datetime"
 FILE = "file"
@@ -48,108 +52,63 @@ def _check_int(path: str, value: int) -> int:
     return value
 
 
-class Deferred:
-    """A value read later, on the writer thread (accelerator tensors, lazy frameworks)."""
-
-    __slots__ = ("obj",)
-
-    def __init__(self, obj: Any) -> None:
-        self.obj = obj
-
-    def resolve(self) -> float:
-        obj = self.obj
-        item = getattr(obj, "item", None)
-        value = item() if item is not None else float(obj)
-        if type(value) is bool:
-            return float(value)
-        return float(value)
-
-
 def _tensor_scalar(path: str, value: Any) -> Any:
-    """Handle torch / TensorFlow / JAX / numpy arrays of exactly one element.
-
-    Returns a Python scalar, a ``Deferred``, or raises TypeError.
-    """
-    root = _framework_of(type(value))
-    if root == "numpy":
-        size = getattr(value, "size", 1)
-        if size != 1:
-            raise TypeError(
-                f"value for {path!r} is a numpy array of {size} elements; "
-                "log a scalar (one element)"
-            )
-        return value.item() if getattr(value, "ndim", 0) == 0 else value.reshape(()).item()
-    if root == "torch":
-        numel = value.numel()
-        if numel != 1:
-            raise TypeError(
-                f"value for {path!r} is a tensor of {numel} elements; log a scalar (one element)"
-            )
-        if value.device.type == "cpu":
-            return value.item()
-        # detach().clone() is queued on the device stream without waiting for it, and
-        # protects the value from in-place updates made after this call (loss += ...).
-        return Deferred(value.detach().clone())
-    if root in ("tensorflow", "tf_keras", "keras", "jax", "jaxlib"):
-        shape = getattr(value, "shape", ())
-        n = 1
-        for dim in tuple(shape):
-            n *= int(dim) if dim is not None else 0
-        if n != 1:
-            raise TypeError(
-                f"value for {path!r} is a {type(value).__name__} of shape {tuple(shape)}; "
-                "log a scalar (one element)"
-            )
-        # These tensors are immutable: keeping a reference is enough, and reading it on
-        # the writer thread keeps any device wait off the training thread.
-        return Deferred(value)
-    raise TypeError(_bad_type(path, value))
-
-
-_FRAMEWORKS = frozenset(("numpy", "torch", "tensorflow", "tf_keras", "keras", "jax", "jaxlib"))
+    """A numpy, torch, TensorFlow or JAX value of exactly one element: a Python scalar,
+    a ``Deferred`` (device values), or TypeError. See ``tensors.py``."""
+    return convert(path, value)
 
 
 def _framework_of(cls: type) -> str:
-    # Walk the MRO so that subclasses (nn.Parameter, user tensor subclasses) count too.
-    for klass in cls.__mro__:
-        root = (klass.__module__ or "").partition(".")[0]
-        if root in _FRAMEWORKS:
-            return root
-    return ""
-
-
-def _bad_type(path: str, value: Any) -> str:
-    return (
-        f"cannot log {type(value).__module__}.{type(value).__qualname__} under {path!r}: "
-        "supported values are int, float, bool, str, datetime, numpy scalars and "
-        "one-element tensors (and nested dicts of these for assignment)"
-    )
+    return framework_of(cls)
 
 
 def series_point(path: str, value: Any) -> Any:
-    """Convert one series point to float, str or ``Deferred``, or raise TypeError."""
+    """Convert one series point to float, str or ``Deferred``, or raise TypeError.
+
+    One dict lookup by exact type finds the conversion; a type seen for the first time
+    is classified once (``_point_converter``).
+    """
     t = type(value)
     if t is float:
         return value
-    if t is int or t is bool:
-        return _as_float(path, value)
-    if t is str:
-        return check_text(f"value for {path!r}", value)
-    if isinstance(value, bool | int | float):
-        return _as_float(path, value)
-    if isinstance(value, str):
-        return check_text(f"value for {path!r}", str(value))
-    if isinstance(value, _dt.datetime | _dt.date):
-        raise TypeError(
-            f"cannot append a {t.__name__} to series {path!r}: series hold float or str; "
-            "assign datetimes as single values (run[path] = value)"
-        )
-    converted = _tensor_scalar(path, value)
-    if type(converted) is Deferred:
+    conv = _POINT_CONVERTERS.get(t)
+    if conv is None:
+        conv = _POINT_CONVERTERS[t] = _point_converter(t)
+    return conv(path, value)
+
+
+def _point_converter(cls: type) -> Any:
+    if framework_of(cls):
+        return _framework_point  # numpy (np.float64 too), torch, TensorFlow, JAX
+    if issubclass(cls, bool | int | float):
+        return _as_float
+    if issubclass(cls, str):
+        return _text_point
+    if issubclass(cls, _dt.datetime | _dt.date):
+        return _datetime_point
+    return _framework_point  # raises the "cannot log" TypeError
+
+
+def _framework_point(path: str, value: Any) -> Any:
+    converted = convert(path, value)
+    if type(converted) is Deferred or type(converted) is float:
         return converted
     if isinstance(converted, str):
         return check_text(f"value for {path!r}", converted)
+    if isinstance(converted, _dt.datetime | _dt.date):
+        return _datetime_point(path, converted)
     return _as_float(path, converted)
+
+
+def _text_point(path: str, value: Any) -> str:
+    return check_text(f"value for {path!r}", str(value))
+
+
+def _datetime_point(path: str, value: Any) -> Any:
+    raise TypeError(
+        f"cannot append a {type(value).__name__} to series {path!r}: series hold float or "
+        "str; assign datetimes as single values (run[path] = value)"
+    )
 
 
 def _as_float(path: str, value: Any) -> float:
@@ -187,8 +146,18 @@ def field_value(path: str, value: Any) -> tuple[str, Any]:
         return FLOAT, float(value)
     if isinstance(value, str):
         return STR, check_text(f"value for {path!r}", str(value))
+    if framework_of(type(value)) == "numpy" and hasattr(value, "item"):
+        # A single value keeps its kind: a numpy int stays an int (and is range-checked).
+        if getattr(value, "size", 1) != 1:
+            raise TypeError(
+                f"value for {path!r} is a numpy array of {value.size} elements; "
+                "assign a scalar (one element)"
+            )
+        return field_value(path, value.reshape(()).item() if value.ndim else value.item())
     converted = _tensor_scalar(path, value)
     if type(converted) is Deferred:
+        if converted.needs_batch:
+            batch_device_values([converted])  # a copy, safe from later in-place updates
         return FLOAT, converted
     return field_value(path, converted)
 
@@ -231,3 +200,10 @@ def _short(value: Any) -> str:
         text = f"<{type(value).__qualname__} object; repr() raised {type(exc).__name__}>"
     text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= 1000 else text[:997] + "..."
+
+
+_POINT_CONVERTERS: dict[type, Any] = {
+    int: _as_float,
+    bool: _as_float,
+    str: _text_point,
+}

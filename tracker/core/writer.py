@@ -12,9 +12,10 @@ through a large backlog would stall the training thread for whole switch interva
 What it guarantees when things go wrong:
 
 - **Back-pressure.** A loop that logs faster than this thread can journal would build a
-  queue that a SIGKILL loses whole. When the queue holds more than about one flush
-  interval of this thread's measured throughput, ``Run.log`` waits (``wait_for_room``)
-  until it is half drained. Ordinary training loops never get near it.
+  queue that a SIGKILL loses whole. When the queue holds more than a quarter of a
+  flush interval (1/8 s) of this thread's measured throughput (and more than 200,000 points' worth),
+  ``Run.log`` waits (``wait_for_room``) until it is half drained. Ordinary training
+  loops never get near it.
 - **A journal that cannot be written** (disk full): the chunks stay in memory and are
   retried every cycle, up to ``max_unwritten_points``; past that new points are
   dropped and counted. ``flush()`` and ``close()`` raise ``WriterError`` with the counts.
@@ -34,11 +35,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .apply import RunApplier, recorded_offsets
 from .batch import columnize
 from .errors import WriterError
 from .journal import JournalWriter
 from .replay import replay_run
+from .run import warn_lower_step
 from .store import Store
 
 log = logging.getLogger("tracker")
@@ -53,10 +57,29 @@ DEFAULT_MAX_UNWRITTEN_POINTS = 2_000_000
 # CPU time: wall time would count the time the training thread held the GIL, and a
 # busy training thread would make the writer look slow and the limit needlessly low.
 _FLOOR_POINTS = 200_000
-_SHARE_OF_INTERVAL = 0.5
+_SHARE_OF_INTERVAL = 0.25
 # Log calls the queue may hold before the writer has measured anything (its first
 # chunk): generous, so that no loop waits in its first second.
 _INITIAL_MAX_QUEUE = 100_000
+
+
+def _group_steps(group: Any) -> Any:
+    raw = group[2]
+    return np.frombuffer(raw, dtype=np.int64) if group[0] == "cols" else np.asarray(raw, np.int64)
+
+
+def _first_drop(steps: Any, last: int | None) -> tuple[int, int]:
+    """The first step of ``steps`` lower than the one before it (or than ``last``), and
+    the last step it fell below."""
+    before = np.maximum.accumulate(steps)
+    if last is not None:
+        before = np.maximum(before, last)
+        previous = np.concatenate(([last], before[:-1]))
+    else:
+        previous = np.concatenate(([steps[0]], before[:-1]))
+    drops = np.flatnonzero(steps < previous)
+    i = int(drops[0]) if len(drops) else 0
+    return int(steps[i]), int(previous[i])
 
 
 def count_points(ops: list[Any]) -> int:
@@ -117,6 +140,11 @@ class Writer:
         self.max_queue = _INITIAL_MAX_QUEUE
         self._room = threading.Condition()
         self._rate = 0.0  # log calls this thread journals per second of its own work
+        # The highest step each of this process's series has had queued, and the series
+        # already warned about a lower step: Run.log warns at the call from these, and
+        # this thread for the calls it meets first (see _note_steps).
+        self.series_last: dict[str, int] = {}
+        self.lower_warned: set[str] = set()
         # Seconds each back-pressure wait took, the latest ones (for benchmarks).
         self.waits: collections.deque[float] = collections.deque(maxlen=100_000)
         self._errors: dict[str, int] = {}
@@ -282,6 +310,7 @@ class Writer:
             n = min(len(queue), CHUNK_OPS)
             ops = columnize([popleft() for _ in range(n)])
             if ops:
+                self._note_steps(ops)
                 if self._pending:
                     self._hold(ops)  # keep the order: nothing overtakes what waits
                 else:
@@ -322,6 +351,58 @@ class Writer:
             and not self.journal.dirty
         ):
             self.error = None
+
+    def _note_steps(self, ops: list[Any]) -> None:
+        """Keep ``series_last`` up to date; warn once per series of a lower step.
+
+        Lower steps are stored (a fine-tuning pass, an evaluation of an earlier
+        checkpoint), but they are usually a sign of a restarted counter, so the user hears
+        of it once. ``Run.log`` warns at the call when it already knows the series' last
+        step; a call made before this thread saw the one it follows is caught here.
+        """
+        for op in ops:
+            if op[0] != "logs" or op[1] != 0:
+                continue  # other ranks' calls are warned about on their own rank
+            groups = op[3]
+            if len(groups) == 1:
+                steps = _group_steps(groups[0])
+                for key in groups[0][1]:
+                    self._note_series(key, steps)
+                continue
+            # Several key sets: a series' steps are in call order only once merged.
+            pieces: dict[str, list[tuple[Any, Any]]] = {}
+            for group in groups:
+                steps = _group_steps(group)
+                order = group[5]
+                if order is None:
+                    order = np.arange(len(steps))
+                elif isinstance(order, bytes):
+                    order = np.frombuffer(order, dtype=np.int64)
+                else:
+                    order = np.asarray(order, dtype=np.int64)
+                for key in group[1]:
+                    pieces.setdefault(key, []).append((steps, order))
+            for key, parts in pieces.items():
+                if len(parts) == 1:
+                    steps = parts[0][0]
+                else:
+                    steps = np.concatenate([p[0] for p in parts])
+                    steps = steps[np.argsort(np.concatenate([p[1] for p in parts]), kind="stable")]
+                self._note_series(key, steps)
+
+    def _note_series(self, key: str, steps: Any) -> None:
+        if not len(steps) or key.startswith("sys/"):
+            return  # system metrics count samples on a clock of their own
+        last = self.series_last.get(key)
+        high = int(steps.max())
+        if key not in self.lower_warned and (
+            (last is not None and int(steps.min()) < last)
+            or (len(steps) > 1 and bool((steps[1:] < steps[:-1]).any()))
+        ):
+            self.lower_warned.add(key)
+            warn_lower_step(key, *_first_drop(steps, last), 5)
+        if last is None or high > last:
+            self.series_last[key] = high
 
     def _sync_journal(self, durable: bool) -> None:
         now = time.monotonic()

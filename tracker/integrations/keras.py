@@ -21,6 +21,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 import tracker
 from tracker.api import init_local_run
+from tracker.integrations._common import TrainingRuns
 from tracker.rank_utils import detect_rank
 
 __all__ = ["TrackerCallback"]
@@ -39,8 +40,29 @@ class TrackerCallback(keras.callbacks.Callback):
     by ``tracker.rank_utils.detect_rank``, which reads ``TF_CONFIG``) and closes it when
     training ends. Other workers record nothing.
 
+    One callback, several fits:
+
+    - **A fit from epoch 0** is a new training. A run the callback opens is a new one for
+      each, linked to the first (``group:<first run id>`` tag, ``lineage/previous_run``);
+      a run passed in continues after its last step (epoch and batch steps both shifted).
+    - **A fit from a later epoch** (``fit(initial_epoch=k)``, or ``BackupAndRestore``
+      after a crash) continues the same training: epoch ``k`` at step ``k``, its batches
+      after those of the ``k`` epochs before. A run the callback opens is the training's
+      last one (or ``run_id=``'s), resumed from the step before
+      (``init_run(resume_from_step=...)``), so that what an abandoned attempt logged
+      past it is superseded: kept, hidden from default reads. That step is ``k - 1``
+      when only epochs are logged. With batch logging it is the step before epoch
+      ``k``'s first batch: batch steps run ahead of epoch steps in the one run, and a
+      rewind to ``k - 1`` would hide the batches of the epochs already done. An
+      abandoned attempt's epochs from ``k`` on then stay visible beside the new ones
+      (``fetch_values(per_step="last")`` keeps the newest). Where epoch ``k``'s batches
+      start is counted by the callback, else ``k * params["steps"]``; when neither is
+      known (a dataset of unknown size, in a new process), the run goes on without a
+      rewind and the batches after its last step. A run passed in is never rewound.
+
     >>> cb = TrackerCallback(project="mnist", log_every_n_batches=50, tags=["cnn"])
     >>> model.fit(x, y, validation_split=0.1, epochs=3, callbacks=[cb])
+    >>> model.fit(x, y, validation_split=0.1, epochs=6, initial_epoch=3, callbacks=[cb])
     """
 
     # Keras runs batch hooks of async-safe callbacks on a worker thread, so the training
@@ -67,13 +89,32 @@ class TrackerCallback(keras.callbacks.Callback):
         self._init_kwargs = init_run_kwargs
         self._every = log_every_n_batches
         self._summary = log_model_summary
+        if run is not None:
+            self._runs = TrainingRuns(run=run)
+        else:
+            kwargs = dict(init_run_kwargs)
+            self._runs = TrainingRuns(
+                project=project,
+                name=kwargs.pop("name", None),
+                run_id=kwargs.pop("run_id", None),
+                tags=kwargs.pop("tags", ()),
+                store=kwargs.pop("store", None),
+                init_kwargs=kwargs,
+                opener=_open_run,
+            )
         self.run: tracker.Run | None = None
         self._lock = threading.Lock()
-        self._epoch_start = 0  # global step of the current epoch's first batch
+        self._chief = False  # whether this process records (decided per fit)
+        self._began = False  # whether this fit's first epoch has begun
+        self._base = 0  # the run's step for this training's epoch 0 and batch 0
+        self._epoch_start = 0  # this training's batch index of the epoch's first batch
         self._batches = 0  # batches seen in the current epoch
         self._pending: dict[int, dict[str, Any]] = {}
-        self._next = 0  # next global step whose batch logs are due
+        self._next = 0  # next batch index whose logs are due
         self._summary_due = False
+        # Where the current training got to, as (next epoch, next batch index): what a
+        # fit(initial_epoch=...) continuing it in this process starts from.
+        self._reached: tuple[int, int] | None = None
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -89,45 +130,87 @@ class TrackerCallback(keras.callbacks.Callback):
         self._lock = threading.Lock()
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-        if self._given_run is not None:
-            self.run = self._given_run
-        elif detect_rank().rank == 0:
-            self.run = _open_run(self._project, self._init_kwargs)
-        else:
-            self.run = None
-        self._epoch_start = 0
+        if self._began and self.run is not None:
+            # The last fit never reached on_train_end: Keras skips it when fit raises.
+            self._runs.end("failed")
+        self.run = None
+        self._began = False
         self._batches = 0
         self._pending = {}
-        self._next = 0
-        if self.run is None:
+        self._chief = self._given_run is not None or detect_rank().rank == 0
+        # The run is chosen at the first epoch: only then does Keras say which epoch
+        # this fit starts from (initial_epoch, or BackupAndRestore's, set in its own
+        # on_train_begin, which may come after this one).
+
+    def _begin(self, first_epoch: int) -> None:
+        """Choose this fit's run and steps (see the class docstring); record the setup."""
+        self._began = True
+        if not self._chief:
             return
+        runs = self._runs
+        if first_epoch == 0:
+            run = runs.start()
+            base, batch_start = runs.offset, 0
+        else:
+            batch_start = self._batch_start(first_epoch)
+            base = self._base if runs.trainings else 0
+            if self._every is None:
+                rewind: int | None = first_epoch - 1
+            elif batch_start is not None:
+                # Never behind a finished epoch, even one without batches.
+                rewind = max(batch_start, first_epoch) - 1
+            else:
+                rewind = None
+            if rewind is not None or not runs.owns:
+                # A given run is neither reopened nor rewound: steps go on from base.
+                run = runs.start(resume_step=base + (rewind or 0))
+            else:
+                runs.end()  # the same run, reopened as it is
+                run = runs.current()
+                runs.trainings += 1
+            if batch_start is None:
+                batch_start = max(0, run._next_step() - base)
+        self.run, self._base, self._epoch_start = run, base, batch_start
+        self._reached = (first_epoch, batch_start)
         fit = {k: v for k, v in (self.params or {}).items() if v is not None and k != "verbose"}
         if fit:
-            self.run["fit"] = _plain(fit)
+            run["fit"] = _plain(fit)
         model = self.model
         optimizer = getattr(model, "optimizer", None)
         if optimizer is not None:
-            self.run["optimizer"] = _plain(optimizer.get_config())
+            run["optimizer"] = _plain(optimizer.get_config())
         self._summary_due = self._summary and model is not None
         self._record_summary()
 
+    def _batch_start(self, epoch: int) -> int | None:
+        """This training's batch index of ``epoch``'s first batch, when it can be known."""
+        if self._reached is not None and self._reached[0] == epoch:
+            return self._reached[1]  # counted by this callback: right whatever the sizes
+        steps = (self.params or {}).get("steps")
+        if isinstance(steps, int) and steps > 0:
+            return epoch * steps
+        return None
+
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        if not self._began:
+            self._begin(epoch)
         self._batches = 0
         self._next = _round_up(self._epoch_start, self._every or 1)
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         if self.run is None or self._every is None:
             return
-        step = self._epoch_start + batch
+        index = self._epoch_start + batch
         with self._lock:
             self._batches = max(self._batches, batch + 1)
-            if step % self._every or not logs:
+            if index % self._every or not logs:
                 return
-            self._pending[step] = {f"batch/{k}": v for k, v in logs.items()}
-            # Async dispatch may deliver batches out of order; a series refuses a lower
-            # step than its last, so emit only the unbroken prefix of due steps.
+            self._pending[index] = {f"batch/{k}": v for k, v in logs.items()}
+            # Async dispatch may deliver batches out of order; a lower step than a
+            # series' last is stored but sorts apart from its write order and warns, so
+            # emit only the unbroken prefix of due steps.
             while self._next in self._pending:
-                self.run.log(self._pending.pop(self._next), step=self._next)
+                self.run.log(self._pending.pop(self._next), step=self._base + self._next)
                 self._next += self._every
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
@@ -135,10 +218,11 @@ class TrackerCallback(keras.callbacks.Callback):
             return
         with self._lock:
             # Keras waits for every dispatched batch hook before this one.
-            for step in sorted(self._pending):
-                self.run.log(self._pending[step], step=step)
+            for index in sorted(self._pending):
+                self.run.log(self._pending[index], step=self._base + index)
             self._pending.clear()
             self._epoch_start += self._batches
+        self._reached = (epoch + 1, self._epoch_start)
         data: dict[str, Any] = {}
         for key, value in (logs or {}).items():
             if key in ("learning_rate", "lr"):
@@ -152,7 +236,7 @@ class TrackerCallback(keras.callbacks.Callback):
             if lr is not None:
                 data["train/lr"] = lr
         if data:
-            self.run.log(data, step=epoch)
+            self.run.log(data, step=self._base + epoch)
         self._record_summary()
 
     def _record_summary(self) -> None:
@@ -169,11 +253,12 @@ class TrackerCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         run, self.run = self.run, None
-        if run is not None and run is not self._given_run:
-            run.close("finished")
+        self._began = False
+        if run is not None:
+            self._runs.end("finished")  # closes a run the callback opened; flushes a given one
 
 
-def _open_run(project: str | None, kwargs: dict[str, Any]) -> tracker.Run:
+def _open_run(project: str | None, **kwargs: Any) -> tracker.Run:
     # The framework already reduced the metrics and made this process the only writer,
     # so the run is this process's alone: no other rank joins a coordinator here.
     return init_local_run(project, **kwargs)

@@ -8,10 +8,18 @@ Lightning calls ``log_metrics`` on rank 0 only, so per-rank figures (step time, 
 per second, each rank's own training loss) come from a small callback that the logger adds
 to the Trainer itself the first time Lightning asks for the experiment. Users add only the
 logger.
+
+Which run a training writes to is ``TrainingRuns``' decision (``_common``): the first
+``fit`` gets the logger's run; a later ``fit`` on the same logger (a new Trainer, or the
+same one trained further) gets a new run linked to the first, or, with a run passed by the
+user, continues after that run's last step; ``fit(ckpt_path=...)`` continues the
+checkpoint's run, rewound to the checkpoint. ``validate``/``test``/``predict`` are no
+training: they write to the run of the last one.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import time
@@ -22,6 +30,7 @@ from typing import Any
 
 import tracker
 from tracker.core.values import readable
+from tracker.integrations._common import TrainingRuns
 
 try:
     from lightning.pytorch.callbacks import Callback as _Callback
@@ -61,7 +70,15 @@ class TrackerLogger(_Logger):
     others, as Lightning expects; ``logger.run`` is the ``Run`` on every rank.
     Checkpoints land in ``save_dir/<project>/<run id>/checkpoints`` (``save_dir`` defaults
     to the Trainer's ``default_root_dir``); they are recorded as references, never copied,
-    and carry the run id, so ``trainer.fit(model, ckpt_path=...)`` continues the same run.
+    and carry the run id, so ``trainer.fit(model, ckpt_path=...)`` continues the same run,
+    rewound to the checkpoint: what the abandoned attempt logged after it is kept but
+    hidden from default reads (``fetch_values(include_superseded=True)`` shows it).
+
+    Each further ``fit`` through the same logger (not resuming a checkpoint) is a new
+    training: it gets a run of its own, tagged ``group:<first run id>`` and naming the run
+    before it in ``lineage/previous_run``; with a given ``run`` it continues after the
+    run's last step instead. ``trainer.validate()``/``test()`` write to the run of the last
+    training, at Lightning's step.
 
     ``prefix`` is put before every metric name (``prefix/name``); ``per_rank=False`` turns
     off the per-rank figures (``per_rank/step_time``, ``per_rank/samples_per_second``,
@@ -86,33 +103,42 @@ class TrackerLogger(_Logger):
         super().__init__()
         if run is not None and (project is not None or run_id is not None):
             raise ValueError("TrackerLogger takes either an existing run or project/run_id")
-        self._run: tracker.Run | None = run
-        self._owns_run = run is None
-        self._project = run.project if run is not None else project
-        self._run_id = run.id if run is not None else run_id
-        self._run_name = name
-        self._tags = tuple(tags)
-        self._store = os.fspath(store) if store is not None else None
+        self._runs = TrainingRuns(
+            run=run,
+            project=project,
+            name=name,
+            run_id=run_id,
+            tags=tags,
+            store=store,
+            init_kwargs=init_kwargs,
+        )
         self._save_dir = os.fspath(save_dir) if save_dir is not None else None
         self._prefix = prefix
         self._per_rank = per_rank
-        self._init_kwargs = init_kwargs
         self._callback: _RankFigures | None = None
         self._recorded_checkpoints: set[str] = set()
+        # Between the start of a ``fit`` and its ``finalize``: Lightning reads ``experiment``
+        # more than once per fit, and only the first read may begin a training.
+        self._in_fit = False
+        # Whether the current training ran a batch with this logger in place. A fit that
+        # ran none is no training of its own, and the next fit keeps its run: the Tuner's
+        # ``lr_find``/``scale_batch_size`` (a fit whose search trains with the logger and
+        # callbacks swapped out, then stops), a fit with nothing left to do.
+        self._trained = False
 
     # -- the Logger contract: cheap properties that never create a run ---------------------
 
     @property
     def name(self) -> str:
         """The project; Lightning uses it for the checkpoint directory."""
-        return self._project or os.environ.get("TRACKER_PROJECT") or "default"
+        return self._runs.project or os.environ.get("TRACKER_PROJECT") or "default"
 
     @property
     def version(self) -> str | None:
         """The run id, once known (given, restored from a checkpoint, or the run exists)."""
-        if self._run is not None:
-            return self._run.id
-        return self._run_id
+        if self._runs.run is not None:
+            return self._runs.run.id
+        return self._runs.last_id
 
     @property
     def save_dir(self) -> str | None:
@@ -126,34 +152,25 @@ class TrackerLogger(_Logger):
 
     @property
     def run(self) -> tracker.Run:
-        """The ``Run`` of this process (every rank), created on first use."""
-        if self._run is None:
-            self._run = tracker.init_run(
-                self._project,
-                name=self._run_name,
-                run_id=self._run_id,
-                tags=self._tags,
-                store=self._store,
-                **self._init_kwargs,
-            )
-            self._run_id = self._run.id
-            self._owns_run = True
-        return self._run
+        """The ``Run`` of this process (every rank): the current training's, opened on first
+        use and reopened after ``finalize`` (``trainer.test()`` after ``fit``)."""
+        return self._runs.current()
 
     @property
     def experiment(self) -> Any:
         """The ``Run`` on the writing rank; a no-op stand-in elsewhere, as Lightning expects.
 
-        Lightning reads this on every rank while setting up; that is where the run is
-        created (continuing the checkpoint's run when resuming) and where the per-rank
-        callback joins the Trainer.
+        Lightning reads this on every rank while setting up, before the callbacks' ``setup``
+        (where ``ModelCheckpoint`` takes ``version`` for its directory) and before it
+        restores a checkpoint: that is where a training begins (see ``_begin_training``)
+        and where the per-rank callback joins the Trainer.
         """
-        if self._run is None or self._callback is None:
+        if not self._in_fit or self._callback is None:
             trainer, ckpt_path, weights_only = _running_trainer()
             if trainer is not None:
                 self._attach(trainer)
-                if self._run is None and ckpt_path and self._run_id is None:
-                    self._run_id = _run_id_from_checkpoint(ckpt_path, weights_only)
+                if _is_fitting(trainer):
+                    self._begin_training(trainer, ckpt_path, weights_only)
         run = self.run
         return run if run.is_writer else _DummyExperiment()
 
@@ -172,6 +189,8 @@ class TrackerLogger(_Logger):
             return
         if self._prefix:
             metrics = {f"{self._prefix}/{k}": v for k, v in metrics.items()}
+        if step is not None:
+            step += self._runs.offset  # non-zero only when continuing a run the user gave
         run.log(dict(metrics), step=step)
 
     def log_graph(self, model: Any, input_array: Any = None) -> None:
@@ -180,6 +199,9 @@ class TrackerLogger(_Logger):
         trainer = getattr(model, "_trainer", None)
         if trainer is not None:
             self._attach(trainer)
+            if _is_fitting(trainer) and not self._in_fit:
+                # ``experiment`` did not see the Trainer (read outside ``Trainer._run``).
+                self._begin_training(trainer, getattr(trainer, "ckpt_path", None), None)
         run = self.run
         if not run.is_writer:
             return
@@ -219,31 +241,73 @@ class TrackerLogger(_Logger):
             run["checkpoints/best"] = os.path.abspath(checkpoint_callback.best_model_path)
 
     def finalize(self, status: str) -> None:
-        if self._run is None:
-            return
-        if not self._owns_run:
-            self._run.flush()
-            return
-        self._run.close(_STATUS.get(status, "finished"))
-        # A later trainer.test()/validate() reopens the same run through ``run``.
-        self._run = None
+        # Lightning calls this at the end of every fit, validate, test and predict.
+        self._in_fit = False
+        # An owned run is closed (a later trainer.test()/validate() reopens it through
+        # ``run``); a run the user gave is only flushed.
+        self._runs.end(_STATUS.get(status, "finished"))
 
     def __getstate__(self) -> dict[str, Any]:
-        # Lightning pickles loggers for spawn: ship the id, never the live run or writer.
+        # Lightning pickles loggers for spawn: ship ids and settings, never a live run or
+        # writer. A spawned process opens the run by id itself, as its owner.
         state = self.__dict__.copy()
-        state["_run"] = None
+        runs = copy.copy(self._runs)
+        runs.last_id = self.version
+        runs.run_id = runs.run_id or (runs.given.id if runs.given is not None else None)
+        runs.run = None
+        runs.given = None
+        state["_runs"] = runs
         state["_callback"] = None
-        state["_owns_run"] = True
         return state
 
     # -- wiring -----------------------------------------------------------------------------
 
     def _attach(self, trainer: Any) -> None:
         # Once per Trainer: the same logger may serve a second Trainer (fit, then test).
-        if any(isinstance(cb, _RankFigures) and cb.logger is self for cb in trainer.callbacks):
-            return
+        for callback in trainer.callbacks:
+            if isinstance(callback, _RankFigures) and callback.logger is self:
+                self._callback = callback
+                return
         self._callback = _RankFigures(self)
         trainer.callbacks.append(self._callback)
+
+    def _begin_training(self, trainer: Any, ckpt_path: Any, weights_only: Any) -> None:
+        """A ``fit`` starts: pick its run (once per fit, on every rank, before Lightning
+        resolves the checkpoint directory or restores a checkpoint)."""
+        if self._in_fit:
+            return
+        self._in_fit = True
+        runs = self._runs
+        saved_id, saved_step = (None, None)
+        if ckpt_path:
+            saved_id, saved_step = _checkpoint_origin(ckpt_path, weights_only)
+        # The run the user named (run=/run_id=) wins over the checkpoint's; the callback
+        # warns when they differ, and such a fit is not a resume of the user's run.
+        named = runs.run_id
+        if saved_id is not None and saved_step is not None and named in (None, saved_id):
+            # Resuming: the same training, rewound. Lightning restores ``global_step`` = g
+            # and then logs every metric of the resumed fit at a step >= g (training steps
+            # from g on, validation at the step of the batch before it; after an
+            # end-of-epoch checkpoint Lightning's own counter even starts at g + 1). What
+            # the abandoned attempt logged at steps <= g - 1 is never logged again: the
+            # checkpoint is saved in ``on_train_batch_end`` of the batch at step g - 1,
+            # before that batch's metrics and the validation after it, and an end-of-epoch
+            # checkpoint before the epoch's own metrics (logged at g - 1). So rewinding to
+            # g - 1 hides exactly the abandoned branch's later points: the default view
+            # holds each step once, and the resumed branch from g on.
+            runs.start(resume_run_id=saved_id, resume_step=max(saved_step - 1, 0))
+        elif runs.trainings and not self._trained:
+            # The last fit trained nothing with this logger in place: no training to part
+            # from, so this fit keeps its run (``lr_find`` then ``fit``).
+            runs.current()
+        else:
+            runs.start()
+            if not runs.owns:
+                # ``start`` sets the offset to the run's next step, for a framework counting
+                # from 0 again (a new Trainer). The same Trainer trained further goes on
+                # from its own ``global_step``: only the difference is added.
+                runs.offset = max(0, runs.offset - int(trainer.global_step))
+        self._trained = False
 
 
 class _RankFigures(_Callback):
@@ -262,12 +326,19 @@ class _RankFigures(_Callback):
     def state_key(self) -> str:
         return _STATE_KEY
 
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        # Normally begun already, by ``experiment``; this is for a Trainer it did not see.
+        self.logger._begin_training(trainer, getattr(trainer, "ckpt_path", None), None)
+
     def on_train_batch_start(
         self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
     ) -> None:
+        if not any(logger is self.logger for logger in trainer.loggers):
+            return  # trained with a stand-in logger (as Lightning's tuners do): not ours
+        self.logger._trained = True
         if not self.logger._per_rank:
             return
-        self._step = trainer.global_step
+        self._step = trainer.global_step + self.logger._runs.offset
         self._started = time.perf_counter()
 
     def on_train_batch_end(
@@ -329,10 +400,16 @@ def _running_trainer() -> tuple[Any, Any, Any]:
     return None, None, None
 
 
-def _run_id_from_checkpoint(ckpt_path: Any, weights_only: Any) -> str | None:
+def _is_fitting(trainer: Any) -> bool:
+    # TrainerFn is a str enum in both packages: "fit", "validate", "test", "predict".
+    return getattr(getattr(trainer, "state", None), "fn", None) == "fit"
+
+
+def _checkpoint_origin(ckpt_path: Any, weights_only: Any) -> tuple[str | None, int | None]:
+    """The tracker run id and Lightning's ``global_step`` saved in a checkpoint file."""
     path = os.fspath(ckpt_path)
     if not os.path.isfile(path):
-        return None
+        return None, None
     import torch
 
     try:
@@ -346,9 +423,10 @@ def _run_id_from_checkpoint(ckpt_path: Any, weights_only: Any) -> str | None:
             f"could not read the tracker run id from {path!r} ({error}); a new run starts",
             stacklevel=3,
         )
-        return None
+        return None, None
     state = checkpoint.get("callbacks", {}).get(_STATE_KEY, {})
-    return state.get("run_id")
+    step = checkpoint.get("global_step")
+    return state.get("run_id"), int(step) if isinstance(step, int) else None
 
 
 def _batch_size(batch: Any) -> int | None:

@@ -4,10 +4,18 @@
 Every rank builds the callback and opens the run (the rank coordinator makes that one run);
 the writing rank records the arguments, the model config, every ``on_log`` and each
 checkpoint, while every rank records its own step time and throughput.
+
+Which run a training writes to is ``TrainingRuns``' decision (``_common``): each
+``train()`` through one callback (a second ``train()``, each ``hyperparameter_search``
+trial) gets a run of its own, linked to the first by a group tag; ``evaluate()`` after
+training lands in the run of that training, at its last step; and
+``train(resume_from_checkpoint=...)`` continues the checkpoint's run, rewound to the
+checkpoint's step. The run id travels in each checkpoint folder (``tracker.json``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -23,8 +31,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 import tracker
 from tracker.core.values import readable
 from tracker.integrations import _hf_hook
+from tracker.integrations._common import TrainingRuns
 
-__all__ = ["TrackerCallback"]
+__all__ = ["TrackerCallback", "CHECKPOINT_MARKER"]
+
+# Written into each checkpoint folder: which run the checkpoint belongs to, so that a
+# resume (in this process or a new one) continues that run.
+CHECKPOINT_MARKER = "tracker.json"
 
 # The last on_log of a training run carries these totals instead of per-step values.
 _SUMMARY_KEYS = (
@@ -40,8 +53,11 @@ class TrackerCallback(TrainerCallback):
 
     ``project``, ``run_id`` and ``store`` default to ``$TRACKER_PROJECT``,
     ``$TRACKER_RUN_ID`` and ``$TRACKER_STORE`` (which is how ``report_to=["tracker"]``,
-    with no arguments, is configured). Pass ``run`` to log into a run you opened yourself;
-    it is then flushed, not closed, at the end of training.
+    with no arguments, is configured). Each ``train()`` gets its own run; later ones
+    (a second ``train()``, each ``hyperparameter_search`` trial) are linked to the first
+    by a ``group:<first run id>`` tag and ``lineage/previous_run``. Pass ``run`` to log
+    into a run you opened yourself: every training writes into it, each after the run's
+    last step, and it is flushed, not closed, at the end of training.
 
     >>> from transformers import Trainer, TrainingArguments
     >>> from tracker.integrations.transformers import TrackerCallback
@@ -64,49 +80,89 @@ class TrackerCallback(TrainerCallback):
     ) -> None:
         if run is not None and (project is not None or run_id is not None):
             raise ValueError("TrackerCallback takes either an existing run or project/run_id")
-        self._run: tracker.Run | None = run
-        self._owns_run = run is None
-        self._project = project
-        self._run_id = run_id or os.environ.get("TRACKER_RUN_ID") or None
         self._name = name
-        self._tags = tuple(tags)
-        self._store = store
+        self._runs = TrainingRuns(
+            run=run,
+            project=project,
+            name=name,
+            run_id=None if run is not None else run_id or os.environ.get("TRACKER_RUN_ID") or None,
+            tags=tags,
+            store=store,
+            init_kwargs=init_kwargs,
+        )
         self._per_rank = per_rank
-        self._init_kwargs = init_kwargs
         self._step_started: float | None = None
-        self._config_recorded = False
+        self._training = False
+        # Runs whose config this callback has recorded (once per run, or per training).
+        self._configured: set[str] = set()
 
     @property
     def run(self) -> tracker.Run | None:
-        """The ``Run`` of this process, once training has begun."""
-        return self._run
+        """The ``Run`` of this process for the current training (None between trainings
+        when the callback opened the run itself; ``evaluate()`` reopens it)."""
+        return self._runs.run
 
-    def _open(self, args: Any, model: Any = None) -> tracker.Run:
-        if self._run is None:
-            self._run = tracker.init_run(
-                self._project,
-                name=self._name or _run_name(args),
-                run_id=self._run_id,
-                tags=self._tags,
-                store=self._store,
-                **self._init_kwargs,
-            )
-            # Reopening after on_train_end (trainer.evaluate() later) continues this run.
-            self._run_id = self._run.id
-        run = self._run
-        if run.is_writer and not self._config_recorded:
-            self._config_recorded = True
-            config: dict[str, Any] = {"training_args": _readable_tree(args.to_dict())}
-            model_config = getattr(model, "config", None)
-            if model_config is not None and hasattr(model_config, "to_dict"):
-                config["model"] = _readable_tree(model_config.to_dict())
-            run["config"] = config
+    @property
+    def run_id(self) -> str | None:
+        """The id of the current, or last, training's run."""
+        return self._runs.run.id if self._runs.run is not None else self._runs.last_id
+
+    # -- which run, which step ------------------------------------------------------------
+
+    def _current(self, args: Any, model: Any = None, state: Any = None) -> tracker.Run:
+        """The run of the current or last training (``evaluate()`` after training: its
+        run, reopened), with its config recorded the first time this callback sees it."""
+        self._runs.name = self._name or _run_name(args)
+        run = self._runs.current()
+        if run.id not in self._configured:
+            self._record_config(run, args, model, state)
         return run
+
+    def _step(self, state: Any) -> int:
+        # A training into a user's run that already has steps goes on after them.
+        return int(state.global_step) + self._runs.offset
+
+    def _record_config(self, run: tracker.Run, args: Any, model: Any, state: Any) -> None:
+        self._configured.add(run.id)
+        if not run.is_writer:
+            return
+        config: dict[str, Any] = {"training_args": _readable_tree(args.to_dict())}
+        model_config = getattr(model, "config", None)
+        if model_config is not None and hasattr(model_config, "to_dict"):
+            config["model"] = _readable_tree(model_config.to_dict())
+        trial_name = getattr(state, "trial_name", None)
+        if trial_name:
+            config["trial_name"] = str(trial_name)
+        trial_params = getattr(state, "trial_params", None)
+        if trial_params:
+            config["trial_params"] = _readable_tree(trial_params)
+        run["config"] = config
+
+    # -- Trainer events -------------------------------------------------------------------
 
     def on_train_begin(
         self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any
     ) -> None:
-        self._open(args, model)
+        self._runs.name = self._name or _run_name(args)
+        runs = self._runs
+        step = int(state.global_step)
+        marker = None
+        if step > 0:
+            # The Trainer loaded a checkpoint's state before this event: a resume. It
+            # continues the checkpoint's run, rewound to the checkpoint's step.
+            marker = _read_marker(_checkpoint_dir(args, state), self._project_name())
+        run = runs.start(
+            resume_run_id=marker.get("run_id") if marker else None,
+            resume_step=step if step > 0 else None,
+            name=getattr(state, "trial_name", None) or None,
+        )
+        if marker and not runs.owns and marker.get("run_id") == run.id:
+            # The user's own run: its steps keep the offset they had when it was saved.
+            runs.offset = int(marker.get("offset", 0))
+        self._training = True
+        self._step_started = None
+        # Every training records its arguments: a trial's differ from the last one's.
+        self._record_config(run, args, model, state)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._step_started = time.perf_counter()
@@ -120,7 +176,7 @@ class TrackerCallback(TrainerCallback):
         if elapsed > 0:
             samples = args.per_device_train_batch_size * args.gradient_accumulation_steps
             figures["per_rank/samples_per_second"] = samples / elapsed
-        self._open(args).log(figures, step=state.global_step)
+        self._current(args).log(figures, step=self._step(state))
 
     def on_log(
         self,
@@ -131,7 +187,7 @@ class TrackerCallback(TrainerCallback):
         model: Any = None,
         **kwargs: Any,
     ) -> None:
-        run = self._open(args, model)
+        run = self._current(args, model, state)
         if not run.is_writer or not logs:
             return
         if "train_runtime" in logs:
@@ -148,18 +204,38 @@ class TrackerCallback(TrainerCallback):
                 if not hasattr(value, "item"):
                     continue
             series[_rename(key)] = value
-        run.log(series, step=state.global_step)
+        # evaluate() after training logs at the training's last step: a repeat step,
+        # kept next to the one the training logged there.
+        run.log(series, step=self._step(state))
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._settle_outside_training(args)
+
+    def on_predict(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._settle_outside_training(args)
+
+    def _settle_outside_training(self, args: Any) -> None:
+        # After training the run was reopened for this evaluation and stays open (a
+        # later train() or the process's end closes it): make what it logged durable now.
+        if not self._training and self._runs.run is not None:
+            self._runs.run.flush()
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        run = self._open(args)
+        run = self._current(args)
         if not run.is_writer:
             return
-        name = f"checkpoint-{state.global_step}"
-        path = os.path.join(args.output_dir, name)
-        if not os.path.isdir(path):
+        directory = _checkpoint_dir(args, state)
+        if not os.path.isdir(directory):
             return
-        run[f"checkpoints/{name}/files"].track_files(path)
-        run[f"checkpoints/{name}/step"] = int(state.global_step)
+        name = os.path.basename(directory)
+        step = self._step(state)
+        # Before track_files, so that the recorded hash is the folder's as it stays.
+        _write_marker(
+            directory,
+            {"run_id": run.id, "project": run.project, "step": step, "offset": self._runs.offset},
+        )
+        run[f"checkpoints/{name}/files"].track_files(directory)
+        run[f"checkpoints/{name}/step"] = step
         metric = args.metric_for_best_model
         if metric:
             key = metric if metric.startswith("eval_") else f"eval_{metric}"
@@ -171,17 +247,59 @@ class TrackerCallback(TrainerCallback):
             run["checkpoints/best"] = os.path.abspath(state.best_model_checkpoint)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._run is None:
+        self._training = False
+        run = self._runs.run
+        if run is None:
             return
-        if self._run.is_writer:
-            run = self._run
+        if run.is_writer:
             run["summary/total_flos"] = float(state.total_flos)
             run["summary/global_step"] = int(state.global_step)
-        if self._owns_run:
-            self._run.close("finished")
-            self._run = None
-        else:
-            self._run.flush()
+        self._runs.end()
+
+    def _project_name(self) -> str:
+        return self._runs.project or os.environ.get("TRACKER_PROJECT") or "default"
+
+
+def _checkpoint_dir(args: Any, state: Any) -> str:
+    """Where the Trainer saves the checkpoint of ``state.global_step``.
+
+    A ``hyperparameter_search`` trial saves under ``<output_dir>/<trial name>/``; the
+    name is known here only when the search was given ``hp_name``.
+    """
+    base = args.output_dir
+    trial_name = getattr(state, "trial_name", None)
+    if getattr(state, "is_hyper_param_search", False) and trial_name:
+        base = os.path.join(base, str(trial_name))
+    return os.path.join(base, f"checkpoint-{int(state.global_step)}")
+
+
+def _write_marker(directory: str, marker: Mapping[str, Any]) -> None:
+    path = os.path.join(directory, CHECKPOINT_MARKER)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(dict(marker), f)
+        os.replace(tmp, path)  # whole or absent, even if the process dies here
+    except OSError:
+        # A checkpoint folder we cannot write to: a resume falls back to the last run.
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _read_marker(directory: str, project: str) -> dict[str, Any] | None:
+    """The run a checkpoint belongs to, if it says so and that run is in ``project``."""
+    try:
+        with open(os.path.join(directory, CHECKPOINT_MARKER), encoding="utf-8") as f:
+            marker = json.load(f)
+    except (OSError, ValueError):
+        return None  # a checkpoint saved without tracker, or elsewhere
+    if not isinstance(marker, dict) or not isinstance(marker.get("run_id"), str):
+        return None
+    if marker.get("project", project) != project:
+        return None  # another project's run: resuming it by id would fail
+    return marker
 
 
 def _rename(key: str) -> str:

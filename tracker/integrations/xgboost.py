@@ -25,6 +25,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 import tracker
 from tracker.api import init_local_run
+from tracker.integrations._common import TrainingRuns
 from tracker.rank_utils import detect_rank
 
 __all__ = ["TrackerCallback"]
@@ -40,8 +41,8 @@ class TrackerCallback(TrainingCallback):
     """Log an XGBoost training to a tracker run.
 
     Records the booster's parameters when training starts; each iteration's metric for
-    each eval set at the iteration index, as ``<eval set>/<metric>``; at the end the best
-    iteration and score (``best/iteration``, ``best/score``, ``best/metric``), feature
+    each eval set at the boosting round, as ``<eval set>/<metric>``; at the end the best
+    round and score (``best/iteration``, ``best/score``, ``best/metric``), feature
     importance by gain and weight (``importance/gain/<feature>``), and with
     ``save_model="model.json"`` the model saved there and tracked as ``model/file``.
 
@@ -52,8 +53,21 @@ class TrackerCallback(TrainingCallback):
     records them; the other workers never touch the store. Construct it with
     ``project=`` there: a callback holding an open run cannot be sent to workers.
 
+    One callback, several trainings:
+
+    - **Continued training** (``xgboost.train(..., xgb_model=booster)``, or an estimator's
+      ``fit(..., xgb_model=...)``): XGBoost numbers the new iterations from 0 again; they
+      are logged at the booster's absolute round, after the rounds it already had, in the
+      run of the callback's last training. A run the callback opened is resumed from the
+      booster's last round (``init_run(resume_from_step=...)``), so that when the booster
+      is an earlier checkpoint, what the last training logged after it is superseded.
+    - **A fresh training** (no ``xgb_model``) is a new training: a run the callback opens
+      is a new one, linked to the first (``group:<first run id>`` tag and
+      ``lineage/previous_run``); a run passed in continues after its last step.
+
     >>> clf = xgboost.XGBClassifier(n_estimators=50, callbacks=[TrackerCallback(run)])
     >>> clf.fit(X, y, eval_set=[(X_valid, y_valid)])
+    >>> clf.fit(X, y, eval_set=[(X_valid, y_valid)], xgb_model=clf)  # rounds 50..99
     """
 
     def __init__(
@@ -73,15 +87,35 @@ class TrackerCallback(TrainingCallback):
         self._init_kwargs = init_run_kwargs
         self._save_model = None if save_model is None else os.fspath(save_model)
         self._importance = importance
+        self._runs = self._new_runs()
         self.run: tracker.Run | None = None
         self._evals_log: Mapping[str, Any] = {}
         self._logged = 0  # iterations of the eval history logged so far
-        self._last_step = -1
+        self._last_epoch = -1  # XGBoost's iteration number of the last one logged
+        self._start_round = 0  # rounds the booster had when this training started
+        self._base = 0  # the step of the model's round 0 in the run
+
+    def _new_runs(self) -> TrainingRuns:
+        if self._given_run is not None:
+            return TrainingRuns(run=self._given_run)
+        kwargs = dict(self._init_kwargs)
+        return TrainingRuns(
+            project=self._project,
+            name=kwargs.pop("name", None),
+            run_id=kwargs.pop("run_id", None),
+            tags=kwargs.pop("tags", ()),
+            store=kwargs.pop("store", None),
+            init_kwargs=kwargs,
+            opener=_open_run,
+        )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TrackerCallback:
-        # sklearn's clone() deep-copies estimator params; the copy logs to the same run.
+        # sklearn's clone() deep-copies estimator params. A copy logs to the same given
+        # run, or opens runs of its own: copies may fit at the same time (cross-validation
+        # with threads), so they share no training state.
         new = self.__class__.__new__(self.__class__)
         new.__dict__.update(self.__dict__, run=None, _evals_log={}, _logged=0)
+        new._runs = new._new_runs()
         return new
 
     def __getstate__(self) -> dict[str, Any]:
@@ -92,12 +126,13 @@ class TrackerCallback(TrainingCallback):
             )
         state = self.__dict__.copy()
         state["run"] = None
+        state["_runs"] = self._new_runs()  # an open run cannot travel either
         return state
 
     # -- hooks ----------------------------------------------------------------------------
 
     def before_training(self, model: Any) -> Any:
-        self._evals_log, self._logged, self._last_step = {}, 0, -1
+        self._evals_log, self._logged, self._last_epoch = {}, 0, -1
         if collective.is_distributed():
             rank = detect_rank(
                 rank=collective.get_rank(), world_size=collective.get_world_size()
@@ -106,11 +141,23 @@ class TrackerCallback(TrainingCallback):
             rank = 0
         if rank != 0:
             self.run = None
-        elif self._given_run is not None:
-            self.run = self._given_run
+            return model
+        rounds = _boosted_rounds(model)
+        if rounds > 0:
+            # Continued training: XGBoost counts this call's iterations from 0, but they
+            # are rounds ``rounds``... of the model. The model's round 0 stays where the
+            # callback's last training put it (0 in a run of its own); a booster trained
+            # elsewhere starts at 0. An owned run is rewound to the booster's last round:
+            # nothing is hidden when it continues the last training's end, and when it is
+            # an earlier checkpoint, what came after it is superseded, not doubled.
+            base = self._base if self._runs.trainings else 0
+            self.run = self._runs.start(resume_step=base + rounds - 1)
         else:
-            self.run = _open_run(self._project, self._init_kwargs)
-        if self.run is not None and isinstance(model, xgboost.Booster):
+            # A fresh training: a new linked run, or after the given run's last step.
+            self.run = self._runs.start()
+            base = self._runs.offset
+        self._base, self._start_round = base, rounds
+        if isinstance(model, xgboost.Booster):
             params = _booster_params(model)
             if params:
                 self.run["params"] = params
@@ -122,8 +169,13 @@ class TrackerCallback(TrainingCallback):
             self._log_new(epoch)
         return False
 
-    def _log_new(self, last_step: int) -> None:
-        """Log the iterations of the eval history not logged yet; the last is ``last_step``."""
+    def _step(self, epoch: int) -> int:
+        """The run's step for XGBoost's iteration ``epoch`` of this training."""
+        return self._base + self._start_round + epoch
+
+    def _log_new(self, last_epoch: int) -> None:
+        """Log the iterations of the eval history not logged yet; the last is ``last_epoch``."""
+        assert self.run is not None
         n = _length(self._evals_log)
         for i in range(self._logged, n):
             data = {
@@ -132,8 +184,8 @@ class TrackerCallback(TrainingCallback):
                 for metric, scores in metrics.items()
                 if i < len(scores)
             }
-            self.run.log(data, step=last_step - (n - 1 - i))
-        self._logged, self._last_step = n, last_step
+            self.run.log(data, step=self._step(last_epoch - (n - 1 - i)))
+        self._logged, self._last_epoch = n, last_epoch
 
     def after_training(self, model: Any) -> Any:
         if self.run is None:
@@ -141,7 +193,7 @@ class TrackerCallback(TrainingCallback):
         # XGBoost stops asking callbacks once one asks to stop (early stopping), so the
         # last iterations may be in its history without having reached after_iteration.
         n = _length(self._evals_log)
-        self._log_new(self._last_step + n - self._logged)
+        self._log_new(self._last_epoch + n - self._logged)
         run, self.run = self.run, None
         best = self._best(model)
         if best is not None:
@@ -160,12 +212,14 @@ class TrackerCallback(TrainingCallback):
             if self._save_model is not None:
                 model.save_model(self._save_model)
                 run["model/file"].track_files(self._save_model)
-        if run is not self._given_run:
-            run.close("finished")
+        self._runs.end("finished")  # closes a run the callback opened; flushes a given one
         return model
 
     def _best(self, model: Any) -> dict[str, Any] | None:
-        """Best iteration and score: early stopping's if it ran, else from the history."""
+        """Best round and score: early stopping's if it ran, else from the history.
+
+        The round is the model's (what ``iteration_range`` takes), not the run's step.
+        """
         if not self._evals_log:
             return None
         # Like early stopping: the last eval set's last metric decides.
@@ -176,22 +230,32 @@ class TrackerCallback(TrainingCallback):
             return None
         attr = getattr(model, "attr", None)
         stopped = attr("best_iteration") if attr is not None else None
-        if stopped is not None:
+        # A continued booster keeps the attribute early stopping set in an earlier
+        # training; only one among this training's rounds is this training's.
+        if stopped is not None and int(stopped) >= self._start_round:
             iteration = int(stopped)
             score = float(attr("best_score"))
         else:
             maximize = metric.startswith(_MAXIMIZE) and metric != "mape"
             pick = max if maximize else min
             index = scores.index(pick(scores))
-            iteration = self._last_step - (len(scores) - 1 - index)
+            iteration = self._start_round + self._last_epoch - (len(scores) - 1 - index)
             score = scores[index]
         return {"iteration": iteration, "score": score, "metric": f"{eval_name}/{metric}"}
 
 
-def _open_run(project: str | None, kwargs: dict[str, Any]) -> tracker.Run:
+def _open_run(project: str | None, **kwargs: Any) -> tracker.Run:
     # The framework already reduced the metrics and made this process the only writer,
     # so the run is this process's alone: no other rank joins a coordinator here.
     return init_local_run(project, **kwargs)
+
+
+def _boosted_rounds(model: Any) -> int:
+    """Rounds the model already has: non-zero when training continues ``xgb_model``."""
+    try:
+        return int(model.num_boosted_rounds())
+    except Exception:  # noqa: BLE001 - not a Booster (xgboost.cv's folds), or no rounds yet
+        return 0
 
 
 def _length(evals_log: Mapping[str, Any]) -> int:

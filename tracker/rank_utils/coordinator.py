@@ -62,6 +62,9 @@ def _usable_job_id(info: RankInfo) -> str | None:
     return None
 
 
+_OPENINGS: dict[str, int] = {}  # run id -> links opened for it by this process
+
+
 class _Link:
     """Finds the job's store and builds the gloo link, on the thread that will use it."""
 
@@ -70,7 +73,12 @@ class _Link:
         self.run_id = run_id
         self.store = store
         restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-        self.prefix = f"tracker/{run_id}/{restart}/link/"
+        # A job may open one run several times (fit, then fit resumed from a checkpoint
+        # of that run): each opening needs keys of its own in the job's store, or a rank
+        # would meet the last opening's addresses. Every rank opens in the same order.
+        opening = _OPENINGS.get(run_id, 0)
+        _OPENINGS[run_id] = opening + 1
+        self.prefix = f"tracker/{run_id}/{restart}/{opening}/link/"
 
     def release(self) -> None:
         self.store = None
@@ -413,6 +421,8 @@ def open_distributed_run(
         rank=info.rank,
         world_size=info.world_size,
         is_writer=False,
+        # After a rewind every rank's implicit steps go on from the checkpoint's.
+        next_step=0 if kwargs.get("resume_from_step") is None else kwargs["resume_from_step"] + 1,
     )
     # Stored under ranks/<rank>/ by the Shipper: where this rank runs, and its environment.
     run._assign_many({**(kwargs.get("extra_fields") or {}), **_where(info)})

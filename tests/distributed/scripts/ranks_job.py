@@ -41,8 +41,14 @@ def start_torch():
 
 if args.init_first == "torch":
     start_torch()
+# An elastic restart resumes from the last checkpoint (here: step 4) on every rank.
+restarted = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0"
 run = tracker.init_run(
-    project="dist", store=args.store, config={"world": world}, system_metrics=0.2
+    project="dist",
+    store=args.store,
+    config={"world": world},
+    system_metrics=0.2,
+    resume_from_step=4 if args.scenario == "elastic" and restarted else None,
 )
 if args.init_first == "tracker":
     start_torch()
@@ -92,7 +98,7 @@ elif args.scenario == "raise":
 elif args.scenario == "elastic":
     attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     run["attempts"] = attempt
-    for step in range(10):
+    for step in range(5 if attempt else 0, 10):
         run.log({"loss": float(step) + 100 * rank}, step=step)
         if attempt == 0 and rank == 1 and step == 5:
             run.flush()
