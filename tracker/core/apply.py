@@ -466,7 +466,10 @@ class RunApplier:
             last_value = col[-1]
         # Points keep the order they were logged in; a chunk's first/last step are its
         # smallest and largest, which is what readers select chunks by.
-        first_step, last_step = int(steps.min()), int(steps.max())
+        if n == 1:
+            first_step = last_step = int(steps[0])  # one point: no reductions (100,000 series)
+        else:
+            first_step, last_step = int(steps.min()), int(steps.max())
         s.last_step = max(s.last_step, last_step)
         s.count += n
         steps_b, ts_b = steps.tobytes(), ts.tobytes()
