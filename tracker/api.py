@@ -82,7 +82,7 @@ def init_local_run(project: str | None = None, **kwargs: Any) -> Run:
     import inspect
 
     from .rank_utils import detect_rank
-    from .rank_utils.environments import RankInfo
+    from .rank_utils.launchers import RankInfo
 
     inspect.signature(init_run).bind(project, **kwargs)  # the same arguments, or TypeError
     alone = RankInfo(0, detect_rank().local_rank, 1, 1, 0, None, "single")
@@ -98,7 +98,7 @@ def _open(
     **run_args: Any,
 ) -> Run:
     """Open this process's run as ``info`` places it; ``run_args`` are init_run's others."""
-    from .core.environment import capture_environment
+    from .core.provenance import capture_environment
     from .core.secrets import mask_secrets
     from .core.session import check_start, check_tags
 

@@ -219,7 +219,7 @@ def _numpy_array(path: str, value: Any) -> Any:
 
 
 def _torch_value(path: str, value: Any) -> Any:
-    if value.is_cuda or not value.is_cpu:
+    if not value.is_cpu:  # CUDA, MPS, XLA...: never read on the caller's thread
         if value.numel() != 1:
             raise TypeError(
                 f"value for {path!r} is a tensor of {value.numel()} elements; "
@@ -269,6 +269,11 @@ def _framework_of(cls: type) -> str:
         if root in _FRAMEWORKS:
             return root
     return ""
+
+
+def torch_point(path: str, value: Any) -> Any:
+    """``convert`` for torch tensors, without the type lookup (the caller did it)."""
+    return _torch_value(path, value)
 
 
 def framework_of(cls: type) -> str:

@@ -10,7 +10,7 @@ here; they never read RANK themselves.
 from __future__ import annotations
 
 from .devices import gpu_index_for
-from .environments import RankInfo, detect_rank
+from .launchers import RankInfo, detect_rank
 
 __all__ = ["RankInfo", "detect_rank", "gpu_index_for", "is_writer_rank"]
 

@@ -37,7 +37,7 @@ from ..core.journal import decode
 from ..core.run import Run
 from ..core.session import check_run_id, new_run_id, open_run
 from . import transport
-from .environments import RankInfo
+from .launchers import RankInfo
 
 log = logging.getLogger("tracker")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tracker.rank_utils.environments import RankInfo, detect_rank
+from tracker.rank_utils.launchers import RankInfo, detect_rank
 
 ROOT = Path(__file__).resolve().parents[2]
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -477,7 +477,7 @@ def test_detection_imports_no_framework():
     out = run_python(
         """
         import sys
-        from tracker.rank_utils.environments import detect_rank
+        from tracker.rank_utils.launchers import detect_rank
         from tracker.rank_utils.devices import gpu_index_for
         detect_rank()
         gpu_index_for(0, None)
@@ -493,7 +493,7 @@ def test_detection_never_starts_a_process_group():
     out = run_python(
         """
         import torch.distributed as dist
-        from tracker.rank_utils.environments import detect_rank
+        from tracker.rank_utils.launchers import detect_rank
         info = detect_rank()
         print(info.rank, info.world_size, info.source, dist.is_initialized())
         """,
@@ -510,7 +510,7 @@ def test_real_torchrun_with_a_started_process_group(tmp_path):
         textwrap.dedent(
             """
             import json, os, sys
-            from tracker.rank_utils.environments import detect_rank
+            from tracker.rank_utils.launchers import detect_rank
             before = detect_rank()
             import torch.distributed as dist
             dist.init_process_group("gloo")

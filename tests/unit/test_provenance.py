@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tracker.core.environment import capture_environment
+from tracker.core.provenance import capture_environment
 from tracker.core.secrets import MASK
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
@@ -188,7 +188,7 @@ def test_packages_are_not_imported() -> None:
     code = textwrap.dedent(
         f"""
         import sys
-        from tracker.core.environment import capture_environment
+        from tracker.core.provenance import capture_environment
         env = capture_environment()
         imported = [m for m in {installed!r} if m in sys.modules]
         assert not imported, imported
