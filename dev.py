@@ -5,7 +5,7 @@
     python3 dev.py test     # venv + every test dependency, the whole test suite
     python3 dev.py bench    # the benchmark suite (benchmarks/README.md)
 
-Everything lives in ./.venv (and ./.venv-<env> for tox's oldest-version envs). Installs
+Everything lives in ./.venv (and ./.tox/<env> for the tox envs of oldest releases). Installs
 are skipped when pyproject.toml and this file have not changed since the last one.
 """
 

@@ -131,7 +131,7 @@ class MlflowAdapter(Adapter):
         self.name = "mlflow" if backend == "file" else f"mlflow-{backend}"
 
     def open(self, workdir: str) -> None:
-        # MLflow 3.x refuses the file store unless asked; the DESIGN peer table used it.
+        # MLflow 3.x refuses the file store unless asked; the peer figures were taken on it.
         os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
         import mlflow
 

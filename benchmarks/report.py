@@ -613,7 +613,7 @@ TITLES = {
 
 
 def _summary(results: dict[str, Any]) -> str:
-    """DESIGN.md's performance table, with what this run measured for tracker."""
+    """The performance targets (benchmarks/README.md), with what this run measured."""
     lines = []
 
     def add(figure: str, target: str, measured: str, met: str) -> None:
@@ -737,7 +737,7 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
         "figures taken under load can be told apart. On 2 cores a load above 2 means "
         "the benchmark was competing for the CPU.",
         "",
-        "## Against DESIGN.md's targets",
+        "## Against the targets (benchmarks/README.md)",
         "",
         _summary(results),
         "",

@@ -35,7 +35,7 @@ import report  # noqa: E402
 from libs import WANDB_ENV  # noqa: E402
 
 PEERS = ("tensorboardX", "mlflow", "wandb")
-# Imports that `import tracker` must never pull in (DESIGN.md: no ML framework).
+# Imports that `import tracker` must never pull in (no ML framework, no pandas).
 FRAMEWORKS = (
     "torch",
     "tensorflow",
@@ -474,7 +474,7 @@ def _import_inside(module: str, env: dict[str, str]) -> float:
 def wl_import(ctx: Context) -> dict[str, Any]:
     """Workload 7: `import X` in a fresh interpreter; median of 5, two ways.
 
-    As DESIGN.md states it: `python -c "import X"` minus `python -c pass`, the two runs
+    As the target states it: `python -c "import X"` minus `python -c pass`, the two runs
     alternated and paired. That difference is at the mercy of start-up noise on a busy
     machine, so the import is also timed inside the fresh interpreter around the
     `import` statement alone; the summary uses that one.

@@ -3,9 +3,10 @@
     python examples/keras_fit.py                         # TensorFlow backend
     KERAS_BACKEND=torch python examples/keras_fit.py     # torch backend
 
-The run gets the fit parameters, the optimizer config and the model summary; each
-epoch's train and validation metrics and the learning rate at the epoch index; and every
-10th batch's loss at the global batch step. Look at it with `tracker ls`.
+The run gets the fit parameters (config/fit/...), the optimizer config
+(config/optimizer/...), the Keras version and backend (config/framework/...) and the model
+summary; each epoch's train and validation metrics and the learning rate at the epoch
+index; and every 10th batch's loss at the global batch step. Look at it with `tracker ls`.
 """
 
 from __future__ import annotations

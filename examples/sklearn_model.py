@@ -2,10 +2,11 @@
 
     python examples/sklearn_model.py
 
-The run gets the pipeline's params (nested steps flattened: model/params/clf/C), every
-candidate of the search at its index (model/search/params/..., mean_test_score, ...),
-the best candidate, and the test metrics of the refitted model: accuracy, precision,
-recall, F1, ROC AUC and the confusion matrix.
+The run gets the pipeline's params under config/ (nested steps flattened:
+config/model/params/estimator/clf/C) and the scikit-learn version
+(config/framework/sklearn_version), every candidate of the search at its index
+(model/search/params/..., mean_test_score, ...), the best candidate, and the test metrics
+of the refitted model: accuracy, precision, recall, F1, ROC AUC and the confusion matrix.
 """
 
 from __future__ import annotations

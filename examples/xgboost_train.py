@@ -2,7 +2,8 @@
 
     python examples/xgboost_train.py
 
-The run gets the booster's parameters, every iteration's metrics for each eval set
+The run gets the booster's parameters (config/params/...) and the XGBoost version
+(config/framework/xgboost_version), every iteration's metrics for each eval set
 (train/logloss, valid/logloss, valid/auc), the best iteration and score, feature
 importance by gain and weight, and the saved model as a tracked file. The same callback
 works with the sklearn estimators: XGBClassifier(..., callbacks=[TrackerCallback(...)]).

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 import tracker
 from tracker.cli import main as cli
-from tracker.core.admin import check_store
+from tracker.core.doctor import check_store
 from tracker.core.replay import sync_store
 from tracker.core.store import Store
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import tracker
-from tracker.core.admin import find_runs_to_delete
+from tracker.core.cleanup import find_runs_to_delete
 from tracker.core.store import Store
 
 from ..conftest import PYTHON, python_env
@@ -31,13 +31,15 @@ _PARENT = textwrap.dedent(
     run.log({"loss": -1.0}, step=0)
     run.flush()
 
-    def child(how):
+    def child(how, running=None):
         run.log({"from_child": 1.0})      # warned about, never recorded
         run["child/field"] = 1
         if how == "raise":
             raise RuntimeError("child fails")
         if how == "sleep":
-            time.sleep(60)
+            if running is not None:
+                running.set()
+            time.sleep(60)  # stays alive until the parent terminates it
         if how == "close":
             run.close()
         sys.exit(3)
@@ -56,9 +58,10 @@ _PARENT = textwrap.dedent(
         p.start()
         p.terminate()          # SIGTERM, possibly before the child's fork hooks ran
         p.join()
-        q = ctx.Process(target=child, args=("sleep",))
+        running = ctx.Event()
+        q = ctx.Process(target=child, args=("sleep", running))
         q.start()
-        time.sleep(0.5)
+        assert running.wait(60)  # the child is past its fork hooks and running
         q.terminate()          # SIGTERM once it runs
         q.join()
     elif scenario == "pool":

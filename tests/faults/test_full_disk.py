@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import tracker
-from tracker.core.admin import check_store, journal_backlog
+from tracker.core.doctor import check_store, journal_backlog
 from tracker.core.replay import sync_store
 from tracker.core.store import Store
 

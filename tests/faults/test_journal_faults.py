@@ -20,7 +20,7 @@ import pytest
 
 import tracker
 from tracker.core import journal
-from tracker.core.admin import Check, check_store, journal_backlog
+from tracker.core.doctor import Check, check_store, journal_backlog
 from tracker.core.store import Store
 
 from .conftest import stored_points

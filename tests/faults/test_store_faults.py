@@ -27,7 +27,7 @@ from click.testing import CliRunner, Result
 import tracker
 import tracker.core.replay as replay
 from tracker.cli import main
-from tracker.core import admin
+from tracker.core.doctor import check_store
 from tracker.core.errors import CorruptDataError, StoreError
 from tracker.core.store import Store
 
@@ -407,7 +407,7 @@ def test_a_damaged_chunk_is_refused_by_name_and_doctor_finds_it(store: str) -> N
         r["train/loss"].fetch_values(buckets=10)
     assert len(r["train/acc"].fetch_values()) == 2000  # the other series is intact
 
-    checks = {c.name: c for c in admin.check_store(store)}
+    checks = {c.name: c for c in check_store(store)}
     assert checks["database integrity"].ok
     bad = checks["chunk checksums"]
     assert not bad.ok and run.id in bad.detail and "'train/loss'" in bad.detail
@@ -435,5 +435,5 @@ def test_a_chunk_whose_sizes_disagree_is_refused(store: str) -> None:
         conn.execute("UPDATE chunks SET crc=NULL, vals=substr(vals, 1, length(vals) - 8)")
     with pytest.raises(CorruptDataError, match=r"bytes of steps, \d+ of values"):
         tracker.read_run(run.id, store=store)["x"].fetch_values()
-    checks = {c.name: c for c in admin.check_store(store)}
+    checks = {c.name: c for c in check_store(store)}
     assert not checks["chunk checksums"].ok and run.id in checks["chunk checksums"].detail

@@ -37,11 +37,11 @@ def test_pipeline_classifier_params_flattened_and_metrics(store: str) -> None:
     run = tracker.init_run("s", store=store, system_metrics=False)
     scores = log_estimator(run, pipe, x_test, y_test)
     r = _read(run, store)
-    assert r["model/estimator"].fetch() == "Pipeline"
-    assert r["model/params/clf/C"].fetch() == 0.5
-    assert r["model/params/clf/class"].fetch() == "LogisticRegression"
-    assert r["model/params/scale/with_mean"].fetch() is True
-    assert not any(p.startswith("model/params/steps") for p in r.paths())
+    assert r["config/model/estimator"].fetch() == "Pipeline"
+    assert r["config/model/params/clf/C"].fetch() == 0.5
+    assert r["config/model/params/clf/class"].fetch() == "LogisticRegression"
+    assert r["config/model/params/scale/with_mean"].fetch() is True
+    assert not any(p.startswith("config/model/params/steps") for p in r.paths())
     for name in ("accuracy", "precision", "recall", "f1", "roc_auc"):
         assert r[f"model/metrics/{name}"].fetch() == pytest.approx(scores[name])
     assert scores["accuracy"] == pytest.approx(pipe.score(x_test, y_test))
@@ -72,7 +72,7 @@ def test_regressor_metrics(store: str) -> None:
     assert r["model/metrics/r2"].fetch() == pytest.approx(model.score(x[60:], y[60:]))
     residual = y[60:] - model.predict(x[60:])
     assert r["model/metrics/rmse"].fetch() == pytest.approx(np.sqrt(np.mean(residual**2)))
-    assert r["model/params/fit_intercept"].fetch() is True
+    assert r["config/model/params/fit_intercept"].fetch() is True
 
 
 def test_grid_search_every_candidate(store: str) -> None:
@@ -97,5 +97,5 @@ def test_grid_search_every_candidate(store: str) -> None:
     assert r["model/search/best_index"].fetch() == search.best_index_
     assert r["model/search/best_score"].fetch() == pytest.approx(search.best_score_)
     assert r["model/search/best_params/clf/C"].fetch() == search.best_params_["clf__C"]
-    assert r["model/params/estimator/clf/class"].fetch() == "LogisticRegression"
+    assert r["config/model/params/estimator/clf/class"].fetch() == "LogisticRegression"
     assert r["model/metrics/accuracy"].fetch() == pytest.approx(search.score(x_test, y_test))

@@ -99,8 +99,8 @@ def test_hooks_record_params_every_metric_best_and_importance(store: str) -> Non
     assert r["best/metric"].fetch() == "valid/auc"
     assert r["best/score"].fetch() == 0.9
     assert r["best/iteration"].fetch() == 3  # the booster's round
-    assert r["params/max_depth"].fetch() == 2
-    assert r["params/objective"].fetch() == "binary:logistic"
+    assert r["config/params/max_depth"].fetch() == 2
+    assert r["config/params/objective"].fetch() == "binary:logistic"
     assert r["importance/gain/f0"].fetch() > 0
     assert r["importance/weight/f0"].fetch() >= 1
 
@@ -179,7 +179,7 @@ def test_train_with_early_stopping_and_a_saved_model(tmp_path: Path, store: str)
     assert len(r["train/logloss"].fetch_values()) == n
     assert r["best/iteration"].fetch() == booster.best_iteration
     assert r["best/score"].fetch() == pytest.approx(booster.best_score)
-    assert r["params/eta"].fetch() == pytest.approx(0.5)
+    assert r["config/params/eta"].fetch() == pytest.approx(0.5)
     assert model_file.exists()
     assert r["model/file"].fetch()["size"] == model_file.stat().st_size
 
@@ -194,7 +194,7 @@ def test_sklearn_estimator_and_clone(store: str) -> None:
     run.close()
     r = tracker.read_run(run.id, store=store)
     assert r["validation_0/logloss"].fetch_values().step.tolist() == [0, 1, 2, 3, 4]
-    assert r["params/max_depth"].fetch() == 2
+    assert r["config/params/max_depth"].fetch() == 2
     assert r["best/metric"].fetch() == "validation_0/logloss"
 
 

@@ -18,9 +18,10 @@ from click.testing import CliRunner
 
 import tracker
 from tracker.cli import main, sparkline
-from tracker.core import admin
+from tracker.core import cleanup, doctor, lookup
 from tracker.core.errors import StoreError
 from tracker.core.store import Store
+from tracker.rank_utils.coordinator import receive, shipment
 
 from ..conftest import PYTHON, python_env
 
@@ -82,8 +83,9 @@ def _build(store: str, crashed: bool = False) -> dict[str, str]:
     )
     for i in range(30):
         other.log({"train/loss": 2.0 / (i + 1)})
-    # What the rank coordinator delivers from rank 1 of a two-rank job.
-    other._ingest(("rlog", 1, [(0, 0.0, {"train/loss": 5.0}), (1, 0.0, {"train/loss": 4.0})]))
+    # What rank 1 of a two-rank job ships, received as rank 0's gatherer receives it.
+    shipped = shipment([(0, 0.0, {"train/loss": 5.0}), (1, 0.0, {"train/loss": 4.0})], 1)
+    receive(other, 1, shipped)
     other.close("failed")
     ids["other"] = other.id
 
@@ -382,7 +384,7 @@ def test_gc_keeps_fork_parents_and_live_runs(store: str) -> None:
         out = _cli("gc", "--project", "vision", "--yes", "--store", store)
         assert "keep: a live writer holds it" in out.output
         assert _cli("doctor", "--store", store).exit_code == 0  # a live run is healthy
-        assert admin.delete_runs(Store(store), [live.id]) == []  # skipped, not deleted
+        assert cleanup.delete_runs(Store(store), [live.id]) == []  # skipped, not deleted
         assert {ids["base"], ids["fork"], ids["other"]}.isdisjoint(_listed(store))  # parent + child
         assert _listed(store) == {ids["nlp"], live.id}
     finally:
@@ -409,24 +411,24 @@ def test_gc_asks_first_and_needs_a_filter(store: str) -> None:
 def test_admin_functions(store: str) -> None:
     ids = _build(store)
     st = Store(store)
-    assert admin.parse_age("30d") == 30 * 86400 and admin.parse_age("1.5h") == 5400
+    assert cleanup.parse_age("30d") == 30 * 86400 and cleanup.parse_age("1.5h") == 5400
     with pytest.raises(ValueError, match="unit"):
-        admin.parse_age("30")
+        cleanup.parse_age("30")
     with pytest.raises(ValueError, match="at least one filter"):
-        admin.find_runs_to_delete(st)
+        cleanup.find_runs_to_delete(st)
     with pytest.raises(StoreError, match="fork parent"):
-        admin.delete_runs(st, [ids["base"]])
+        cleanup.delete_runs(st, [ids["base"]])
     assert ids["base"] in _listed(store)
-    plan = admin.find_runs_to_delete(st, older_than=0, project="vision", now=1e12)
+    plan = cleanup.find_runs_to_delete(st, older_than=0, project="vision", now=1e12)
     assert [p["id"] for p in plan] == [ids["base"], ids["other"], ids["fork"]]  # oldest first
     assert all(p["keep_reason"] is None for p in plan)
     assert plan[0]["points"] == 101 and plan[0]["series"] == 3
-    assert admin.find_runs_to_delete(st, older_than=3600) == []
-    assert sorted(admin.delete_runs(st, [ids["fork"], ids["base"]])) == sorted(
+    assert cleanup.find_runs_to_delete(st, older_than=3600) == []
+    assert sorted(cleanup.delete_runs(st, [ids["fork"], ids["base"]])) == sorted(
         [ids["fork"], ids["base"]]
     )
     assert _listed(store) == {ids["other"], ids["nlp"]}
-    assert admin.resolve_run_id(st, "latest") == ids["nlp"]
+    assert lookup.resolve_run_id(st, "latest") == ids["nlp"]
 
 
 # -- doctor, sync, errors ----------------------------------------------------------------
@@ -447,7 +449,7 @@ def test_doctor_passes_on_a_good_store(store: str) -> None:
         "records set aside",
     ):
         assert any(name in line for line in lines)
-    checks = admin.check_store(store)
+    checks = doctor.check_store(store)
     assert all(c.ok for c in checks)
 
 

@@ -9,13 +9,14 @@ import pytest
 
 import tracker
 from tracker.core.downsample import bucketize
+from tracker.rank_utils.coordinator import receive, shipment
 
 from ..conftest import PYTHON, python_env
 
 
 def _gathered(run: tracker.Run, rank: int, calls: list[tuple[int, dict[str, float]]]) -> None:
-    """Feed points as the rank coordinator delivers them from another rank."""
-    run._ingest(("rlog", rank, [(step, 0.0, data) for step, data in calls]))
+    """Feed points as rank 0's gatherer receives them from another rank."""
+    receive(run, rank, shipment([(step, 0.0, data) for step, data in calls], rank))
 
 
 def test_per_rank_and_aggregated_series(store: str) -> None:

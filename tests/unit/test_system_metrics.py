@@ -55,6 +55,50 @@ def no_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)
 
 
+class ManualTicks:
+    """A ``wait`` for SystemMetricsSampler that the test drives: each tick() lets the
+    thread take one more reading, instead of the interval passing on the wall clock.
+
+    The thread calls the wait after every reading it delivers, so ``waits`` counts the
+    readings delivered so far. stop() ends the sampler: from then on the wait is the
+    sampler's own, which returns as soon as sampler.stop() sets the stop event.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._ticks = 0
+        self._stopping = False
+        self.waits = 0
+        self.timeouts: list[float] = []
+
+    def __call__(self, stop_event: threading.Event, timeout: float) -> bool:
+        with self._cond:
+            self.waits += 1
+            self.timeouts.append(timeout)
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._ticks > 0 or self._stopping)
+            if not self._stopping:
+                self._ticks -= 1
+                return False
+        return stop_event.wait()
+
+    def tick(self, n: int = 1) -> None:
+        with self._cond:
+            self._ticks += n
+            self._cond.notify_all()
+
+    def wait_for_waits(self, n: int, timeout: float = 30.0) -> bool:
+        """Until the thread has waited ``n`` times (``timeout`` only bounds a failure)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.waits >= n, timeout)
+
+    def stop(self, sampler: SystemMetricsSampler) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        sampler.stop()
+
+
 def test_sample_values_are_plausible() -> None:
     sampler = SystemMetricsSampler(lambda m: None)
     first = sampler.sample()
@@ -66,36 +110,87 @@ def test_sample_values_are_plausible() -> None:
 
 def test_thread_samples_at_the_interval_and_stops(no_nvml: None) -> None:
     readings: list[dict[str, float]] = []
-    first = threading.Event()
+    ticks = ManualTicks()
+    sampler = SystemMetricsSampler(readings.append, interval=0.05, wait=ticks)
+    sampler.start()
+    assert ticks.wait_for_waits(1), "no reading right after start()"
+    assert len(readings) == 1
+    for n in range(2, 12):
+        ticks.tick()  # the interval has passed
+        assert ticks.wait_for_waits(n)
+        assert len(readings) == n
+    thread = sampler._thread
+    assert thread is not None
+    ticks.stop(sampler)
+    assert not sampler.running
+    assert not thread.is_alive()  # so no reading can come after stop()
+    assert ticks.timeouts == [0.05] * 11  # it waited the interval between readings
+    assert len(readings) == 11
+    assert all(HOST_KEYS <= r.keys() for r in readings)
+    assert not any(GPU_KEYS & r.keys() for r in readings)
+    assert not CPU_KEYS & readings[0].keys()
+    for reading in readings[1:]:
+        # Back-to-back readings: the host's CPU counters (clock ticks) may not have moved
+        # between two of them, so only the process percentage is certain to be there.
+        assert 0 <= reading["sys/process/cpu_percent"] <= 100 * CPU_COUNT
+        assert 0 <= reading.get("sys/host/cpu_percent", 0.0) <= 100
+    ticks.tick(5)  # a tick after stop() takes no reading
+    assert len(readings) == 11
+
+
+def test_default_wait_keeps_sampling_until_stopped(no_nvml: None) -> None:
+    readings: list[dict[str, float]] = []
+    three = threading.Event()
 
     def sink(metrics: dict[str, float]) -> None:
         readings.append(metrics)
-        first.set()
+        if len(readings) >= 3:
+            three.set()
 
-    sampler = SystemMetricsSampler(sink, interval=0.05)
+    sampler = SystemMetricsSampler(sink, interval=0.01)
     sampler.start()
-    assert first.wait(5), "no reading right after start()"
-    time.sleep(0.5)  # what is under test is the thread's own timing
-    started = time.perf_counter()
+    thread = sampler._thread
+    assert three.wait(30), "the thread stopped sampling on its own"
     sampler.stop()
-    assert time.perf_counter() - started < 1.0
-    assert not sampler.running
-    count = len(readings)
-    # About 11 readings; loose bounds because the machine may be busy.
-    assert 3 <= count <= 15, count
+    assert thread is not None and not thread.is_alive()
+    assert len(readings) >= 3
     assert all(HOST_KEYS <= r.keys() for r in readings)
-    assert not any(GPU_KEYS & r.keys() for r in readings)
-    _assert_plausible(readings[-1])
-    time.sleep(0.2)
-    assert len(readings) == count, "readings arrived after stop()"
+    assert "sys/process/cpu_percent" in readings[-1]
+
+
+def test_cpu_percent_is_timed_by_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    sampler = SystemMetricsSampler(lambda m: None, clock=lambda: now[0])
+    cpu_seconds = [7.0]
+    assert sampler._reader is not None
+    monkeypatch.setattr(sampler._reader, "process", lambda: (cpu_seconds[0], 2.0**30, 4))
+    monkeypatch.setattr(sampler._reader, "host_cpu", lambda: (cpu_seconds[0], 4 * now[0]))
+    first = sampler.sample()
+    assert not CPU_KEYS & first.keys()
+    now[0] += 4.0
+    cpu_seconds[0] += 2.0
+    second = sampler.sample()
+    assert second["sys/process/cpu_percent"] == pytest.approx(50.0)  # 2 CPU s in 4 s
+    assert second["sys/host/cpu_percent"] == pytest.approx(12.5)  # 2 of 4 * 4 core-seconds
+    assert second["sys/process/rss_mb"] == 1024.0
+    assert second["sys/process/threads"] == 4.0
+    now[0] += 1.0  # less CPU time than before (a reset): clamped, never negative
+    cpu_seconds[0] -= 1.0
+    assert sampler.sample()["sys/process/cpu_percent"] == 0.0
 
 
 def test_stop_returns_quickly_with_a_long_interval() -> None:
-    sampler = SystemMetricsSampler(lambda m: None, interval=3600)
+    got = threading.Event()
+    sampler = SystemMetricsSampler(lambda m: got.set(), interval=3600)
     sampler.start()
-    started = time.perf_counter()
-    sampler.stop()
-    assert time.perf_counter() - started < 1.0
+    thread = sampler._thread
+    assert got.wait(30)  # the thread is (about to be) in its hour-long wait
+    started = time.monotonic()
+    sampler.stop(timeout=None)
+    assert thread is not None and not thread.is_alive()
+    # stop() interrupted the wait rather than sitting out the interval; the bound is
+    # generous so that a busy machine cannot fail it.
+    assert time.monotonic() - started < 60
 
 
 def test_start_and_stop_are_idempotent() -> None:
@@ -123,9 +218,10 @@ def test_stop_from_inside_the_sink() -> None:
 
     sampler = SystemMetricsSampler(sink, interval=0.01)
     sampler.start()
-    deadline = time.monotonic() + 5
-    while sampler.running and time.monotonic() < deadline:
-        time.sleep(0.01)
+    thread = sampler._thread
+    assert thread is not None
+    thread.join(30)  # the thread ends by itself after stop() from its own sink
+    assert not thread.is_alive()
     assert not sampler.running
     assert len(readings) == 1
 

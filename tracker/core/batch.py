@@ -1,18 +1,15 @@
-"""Turning queued operations into one journal batch (on the writer thread).
+"""The column format of log calls: made on the writer thread, read by stores.
 
-Log calls ``(step, ts, data)`` become column ops: calls that share a key set become one
-matrix (rows: calls, columns: keys), stored as packed int64/float64 bytes. This is
-what the journal records and what ``apply`` consumes; packed columns are far cheaper to
-write, fsync and replay than the dicts themselves. Deferred values (accelerator
+``columnize`` turns queued operations into journal operations (``ops.py`` describes
+both): log calls ``(step, ts, data)`` become one "logs" op whose groups are the calls
+that share a key set, each one matrix (rows: calls, columns: keys) stored as packed
+int64/float64 bytes ("cols"), or as lists where a value is not a float ("rows"). This
+is what the journal records and what a store applies; packed columns are far cheaper
+to write, fsync and replay than the dicts themselves. Deferred values (accelerator
 tensors) are read here, off the training thread.
 
-    ("logs", rank, n_calls, [group, ...]), each group one of
-        ("cols", keys, steps, ts, values, order)   float values, packed
-        ("rows", keys, steps, ts, rows, order)     anything else (str series)
-
-``order`` gives each row's position among the batch's calls when a batch has several
-key sets (None: rows are the calls in order), so a series fed by two key sets keeps
-the order of the calls.
+``group_columns`` and the helpers beside it read a group back (the store's applier,
+the writer's step bookkeeping).
 """
 
 from __future__ import annotations
@@ -24,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from . import ops
 from .tensors import Deferred, resolve_many
 
 
@@ -52,33 +50,35 @@ def resolve(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def columnize(ops: list[Any], rank: int = 0) -> list[Any]:
+def columnize(queued: list[Any], rank: int = 0) -> list[Any]:
     """Turn queued ops into journal ops: log calls into columns, the rest kept in order."""
     out: list[Any] = []
     calls: list[Any] = []
     append_call = calls.append
-    for op in ops:
+    for op in queued:
         tag = op[0]
         if type(tag) is int:
             append_call(op)
-        elif tag == "logd":
-            append_call((op[1], op[2], resolve(op[3])))
-        elif tag == "setd":
-            data = resolve({op[1]: op[3]})
+        elif tag == ops.LOG_DEFERRED:
+            _, step, ts, data = op
+            append_call(ops.log_call(step, ts, resolve(data)))
+        elif tag == ops.SET_DEFERRED:
+            _, path, kind, value, ts = op
+            data = resolve({path: value})
             if data:
-                out.append(("set", op[1], op[2], data[op[1]], op[4]))
-        elif tag == "rlog":
-            out.extend(columnize(op[2], op[1]))
+                out.append((ops.SET, path, kind, data[path], ts))
         else:
             out.append(op)
     if calls:
-        out.append(("logs", rank, len(calls), _columns(calls)))
+        out.append(ops.logs(rank, len(calls), _columns(calls)))
     return out
 
 
 def _columns(calls: list[Any]) -> list[Any]:
     datas = list(map(itemgetter(2), calls))
     first = list(datas[0])
+    # (keys, the calls logging them, their positions in calls; None when all calls do)
+    groups: list[tuple[tuple[str, ...], list[Any], list[int] | None]]
     if all(map(first.__eq__, map(list, datas))):
         groups = [(tuple(first), calls, None)]
     else:
@@ -91,7 +91,7 @@ def _columns(calls: list[Any]) -> list[Any]:
             g[0].append(call)
             g[1].append(i)
         groups = [(keys, c, order) for keys, (c, order) in by_keys.items()]
-    out = []
+    out: list[tuple[Any, ...]] = []  # ROWS and COLS ops
     for keys, group, order in groups:
         n, k = len(group), len(keys)
         if k == 0:
@@ -107,7 +107,55 @@ def _columns(calls: list[Any]) -> list[Any]:
             )
         except (TypeError, ValueError):
             rows = [list(d.values()) for d in map(itemgetter(2), group)]
-            out.append(("rows", keys, steps.tolist(), ts.tolist(), rows, order))
+            out.append((ops.ROWS, keys, steps.tolist(), ts.tolist(), rows, order))
             continue
-        out.append(("cols", keys, steps.tobytes(), ts.tobytes(), vals.tobytes(), order_b))
+        out.append((ops.COLS, keys, steps.tobytes(), ts.tobytes(), vals.tobytes(), order_b))
     return out
+
+
+# -- reading the columns back --------------------------------------------------------------
+
+
+def group_steps(group: Any) -> np.ndarray:
+    """The steps (int64, one per call) of a "cols" or "rows" group."""
+    raw = group[2]
+    if group[0] == ops.COLS:
+        return np.frombuffer(raw, dtype=np.int64)
+    return np.asarray(raw, dtype=np.int64)
+
+
+def group_order(group: Any, n: int) -> np.ndarray:
+    """Each of a group's ``n`` calls' position among the calls of its "logs" op."""
+    order = group[5]
+    if order is None:
+        return np.arange(n)
+    if isinstance(order, bytes):
+        return np.frombuffer(order, dtype=np.int64)
+    return np.asarray(order, dtype=np.int64)
+
+
+def group_columns(group: Any) -> tuple[Any, np.ndarray, np.ndarray, Any, np.ndarray]:
+    """``(keys, steps, ts, columns, order)`` of a group: ``columns[j]`` holds the values
+    of ``keys[j]`` (a float64 array for "cols", a list for "rows")."""
+    keys = group[1]
+    steps = group_steps(group)
+    if group[0] == ops.COLS:
+        ts = np.frombuffer(group[3], dtype=np.float64)
+        columns: Any = np.frombuffer(group[4], dtype=np.float64).reshape(len(steps), len(keys)).T
+    else:
+        ts = np.array(group[3], dtype=np.float64)
+        rows = group[4]
+        columns = [[r[j] for r in rows] for j in range(len(keys))]
+    return keys, steps, ts, columns, group_order(group, len(steps))
+
+
+def count_points(journal_ops: list[Any]) -> int:
+    """Series points in journal ops (the values of their log calls)."""
+    total = 0
+    for op in journal_ops:
+        if op[0] == ops.LOGS:
+            for group in op[3]:
+                n_keys = len(group[1])
+                n_rows = len(group[2]) // 8 if group[0] == ops.COLS else len(group[2])
+                total += n_keys * n_rows
+    return total

@@ -71,3 +71,9 @@ class CorruptDataError(StoreError):
 
 class WriterError(TrackerError):
     """The background writer could not make logged data durable."""
+
+
+def one_line(exc: object) -> str:
+    """An error as one line for a report, its type named unless it is one of tracker's."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, TrackerError) else f"{type(exc).__name__}: {text}"

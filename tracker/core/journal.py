@@ -106,6 +106,10 @@ class SegmentScan:
         """Whether records were lost in the middle of the segment."""
         return bool(self.skipped)
 
+    def where_skipped(self, most: int = 5) -> str:
+        """The first ``most`` damaged regions, as "N bytes at offset O, ..."."""
+        return ", ".join(f"{n} bytes at offset {off}" for off, n in self.skipped[:most])
+
 
 class JournalWriter:
     """Appends records to one segment file; ``sync()`` makes them durable.

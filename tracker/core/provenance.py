@@ -23,7 +23,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 if TYPE_CHECKING:
     import subprocess
@@ -119,24 +119,25 @@ def capture_environment(
     """
     out: dict[str, Primitive] = {}
     # The git processes run while the rest is read, which hides most of their cost.
-    git = _guarded(lambda: _start_git(cwd), {})
-    process = _guarded(_process_info, {})
-    packages = _guarded(lambda: _package_versions(extra_packages), {})
-    env = _guarded(lambda: _env_vars(os.environ if environ is None else environ), {})
-    out.update(_guarded(lambda: _finish_git(git), {}))
+    git = _guarded(lambda: _start_git(cwd))
+    process = _guarded(_process_info)
+    packages = _guarded(lambda: _package_versions(extra_packages))
+    env = _guarded(lambda: _env_vars(os.environ if environ is None else environ))
+    out.update(_guarded(lambda: _finish_git(git)))
     out.update(process)
     out.update(packages)
     out.update(env)
     return out
 
 
-def _guarded(step: Callable[[], T], default: T) -> T:
+def _guarded(step: Callable[[], dict[str, T]]) -> dict[str, T]:
+    """Return what ``step`` returns, or an empty dict when it raises."""
     try:
         return step()
     except Exception:
         # The environment is context for a run, never a reason to fail starting one.
         logger.debug("environment capture step failed", exc_info=True)
-        return default
+        return {}
 
 
 # The standard-library modules used below are imported where they are used: together
@@ -247,7 +248,10 @@ def _env_vars(environ: Mapping[str, str]) -> dict[str, Primitive]:
         for name, value in environ.items()
         if name in _ENV_NAMES or name.startswith(_ENV_PREFIXES)
     }
-    return dict(sorted(mask_secrets(picked).items()))
+    # mask_secrets is typed for any values; given only str values it returns only str
+    # values (MASK or mask_text's result), which is what makes them Primitive here.
+    masked = cast(dict[str, str], mask_secrets(picked))
+    return dict(sorted(masked.items()))
 
 
 def _start_git(cwd: str | os.PathLike[str] | None) -> dict[str, subprocess.Popen[str]]:

@@ -1,34 +1,34 @@
 """Reading runs back: ``read_run`` and ``list_runs``.
 
-Readers open the store read-only. Where the store can be written they still do the
-recovery reading implies (a run left "running" by a dead writer is replayed from its
-journal and recorded as crashed); where it cannot (a read-only mount, another user's
-store) runs read as they are stored. A run whose recovery fails is warned about and
-read as stored: one bad run never stops a listing.
+Readers open the store read-only and use only the ``Store`` protocol. Opening is the
+one moment they may write: where the store can be written, ``read_run`` recovers the
+run it opens, and ``list_runs`` every run it would list, if it reads as "running" with
+no live writer (replayed from its journal and recorded as crashed: ``replay.py``);
+where it cannot (a read-only mount, another user's store) runs read as they are
+stored. A run whose recovery fails is warned about and read as stored: one bad run
+never stops a listing. Nothing read afterwards (``RunReader.status`` included) writes.
 
 Every chunk read is checked against its CRC-32 and its size (``CorruptDataError``).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
-import math
 import os
-import sqlite3
 import time
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
 from .downsample import Buckets, bucketize
-from .errors import CorruptDataError, RunNotFoundError, TrackerError
+from .errors import CorruptDataError, RunNotFoundError, StoreError, one_line
 from .paths import check_path, flatten
-from .replay import recover_run
-from .store import Store, chunk_problem, decode_str_values
+from .replay import recover_if_possible, recover_stale
+from .stores import Store, open_store
+from .stores.base import chunk_problem, decode_str_values
+from .values import decode_field
 
 AGGREGATES = ("mean", "min", "max", "count")
 PER_STEP = (None, "first", "last")
@@ -40,44 +40,23 @@ STALE_HEARTBEAT_S = 120.0
 _VERIFY_CHUNKS = True
 
 
-def recover_if_possible(st: Store, run_id: str) -> bool | None:
-    """``recover_run`` where the store can be written: True if the run had no live writer
-    (it is now up to date, and recorded as crashed if it never closed), False if a live
-    writer holds it, None if the store is read-only or recovery failed (warned): the run
-    then reads as it is stored."""
-    if not st.can_write:
-        return None
-    try:
-        return recover_run(st.for_writing(), run_id)
-    except Exception as exc:  # noqa: BLE001 - whatever broke, reading goes on without it
-        warnings.warn(
-            f"tracker: run {run_id} in {st.root} could not be recovered, it reads as "
-            f"stored: {_one_line(exc)}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return None
-
-
-def recover_stale(st: Store, project: str | None = None) -> list[str]:
-    """Recover each run that reads as running; a failure is warned about, not raised.
-
-    Like ``replay.recover_stale_runs``, but one run that cannot be recovered does not
-    keep the others from it; returns the ids recovered.
-    """
-    if not st.can_write:
-        return []
-    sql, args = "SELECT run_id FROM runs WHERE status='running'", []
-    if project is not None:
-        sql += " AND project=?"
-        args.append(project)
-    rows = st.connection().execute(sql, args).fetchall()
-    return [rid for (rid,) in rows if recover_if_possible(st, rid)]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if isinstance(exc, TrackerError) else f"{type(exc).__name__}: {text}"
+def ancestry(store: Store, run_id: str, parent_id: str | None, fork_step: int | None) -> list:
+    """``[(run id, last step it contributes or None), ...]`` from ``run_id`` up through
+    its fork parents: the run itself (all of it), its parent up to the fork step, the
+    grandparent up to the lower of the two fork steps, and so on."""
+    lineage: list[tuple[str, int | None]] = [(run_id, None)]
+    seen = {run_id}
+    limit = None
+    while parent_id and parent_id not in seen:
+        seen.add(parent_id)
+        assert fork_step is not None  # a run with a parent has a fork step (set together)
+        limit = fork_step if limit is None else min(limit, fork_step)
+        lineage.append((parent_id, limit))
+        row = store.run(parent_id)
+        if row is None:
+            break
+        parent_id, fork_step = row["parent_id"], row["fork_step"]
+    return lineage
 
 
 @dataclass(frozen=True)
@@ -104,19 +83,6 @@ class SeriesValues:
         )
 
 
-def _decode_field(kind: str, value: Any) -> Any:
-    if kind == "bool":
-        return bool(value)
-    if kind == "datetime":
-        return _dt.datetime.fromtimestamp(value, tz=_dt.timezone.utc)
-    if kind == "file":
-        return json.loads(value)
-    if kind == "float":
-        # SQLite stores a NaN REAL as NULL; the kind says it was a float.
-        return math.nan if value is None else float(value)
-    return value
-
-
 class FieldReader:
     """One path of a run being read: ``r["config/lr"]``."""
 
@@ -126,19 +92,59 @@ class FieldReader:
 
     def fetch(self) -> Any:
         """The single value at this path (for a series: its last value)."""
-        conn = self._run._store.connection()
-        for rid, _limit in self._run._lineage:
-            row = conn.execute(
-                "SELECT kind, value FROM fields WHERE run_id=? AND path=?", (rid, self.path)
-            ).fetchone()
-            if row is not None:
-                return _decode_field(*row)
-            if rid == self._run.id:
-                break  # single values are not inherited from a fork's parent
+        # Single values are the run's own: a fork does not inherit its parent's.
+        found = self._run._store.field(self._run.id, self.path)
+        if found is not None:
+            return decode_field(*found)
         values = self._run._series(self.path, 0)
         if values is not None and len(values):
             return values.value[-1].item() if values.value.dtype != object else values.value[-1]
         raise KeyError(f"run {self._run.id} has no field {self.path!r}")
+
+    # The result's type follows ``buckets``: points without it, buckets with it.
+    @overload
+    def fetch_values(
+        self,
+        rank: int | None = None,
+        aggregate: str | None = None,
+        buckets: None = None,
+        *,
+        per_step: str | None = None,
+        include_superseded: bool = False,
+    ) -> SeriesValues: ...
+
+    @overload
+    def fetch_values(
+        self,
+        rank: int | None,
+        aggregate: str | None,
+        buckets: int,
+        *,
+        per_step: str | None = None,
+        include_superseded: bool = False,
+    ) -> Buckets: ...
+
+    @overload
+    def fetch_values(
+        self,
+        rank: int | None = None,
+        aggregate: str | None = None,
+        *,
+        buckets: int,
+        per_step: str | None = None,
+        include_superseded: bool = False,
+    ) -> Buckets: ...
+
+    @overload
+    def fetch_values(
+        self,
+        rank: int | None = None,
+        aggregate: str | None = None,
+        buckets: int | None = None,
+        *,
+        per_step: str | None = None,
+        include_superseded: bool = False,
+    ) -> SeriesValues | Buckets: ...
 
     def fetch_values(
         self,
@@ -192,20 +198,7 @@ class RunReader:
         self.id = run_id
         self._row = dict(row)
         # (run id, last step it contributes) from this run up through its fork parents.
-        self._lineage: list[tuple[str, int | None]] = [(run_id, None)]
-        parent, fork_step = row["parent_id"], row["fork_step"]
-        limit = None
-        while parent:
-            limit = fork_step if limit is None else min(limit, fork_step)
-            self._lineage.append((parent, limit))
-            prow = (
-                store.connection()
-                .execute("SELECT parent_id, fork_step FROM runs WHERE run_id=?", (parent,))
-                .fetchone()
-            )
-            if prow is None:
-                break
-            parent, fork_step = prow
+        self._lineage = ancestry(store, run_id, row["parent_id"], row["fork_step"])
 
     # -- metadata -------------------------------------------------------------------------
 
@@ -219,29 +212,21 @@ class RunReader:
 
     @property
     def status(self) -> str:
-        """running, finished, failed, terminated or crashed."""
-        row = (
-            self._store.connection()
-            .execute("SELECT status, heartbeat FROM runs WHERE run_id=?", (self.id,))
-            .fetchone()
-        )
-        status, heartbeat = row
-        if status == "running":
-            if recover_if_possible(self._store, self.id):
-                # Recovered: the journal may have held its close; read what it recorded.
-                status, heartbeat = (
-                    self._store.connection()
-                    .execute("SELECT status, heartbeat FROM runs WHERE run_id=?", (self.id,))
-                    .fetchone()
-                )
-            if (
-                status == "running"
-                and heartbeat is not None
-                and time.time() - heartbeat > STALE_HEARTBEAT_S
-            ):
-                # Silent this long: a writer on a hung or lost host (or, in a read-only
-                # store, one that died before the store was archived).
-                return "crashed"
+        """running, finished, failed, terminated or crashed: as stored now.
+
+        Reading it writes nothing (``read_run`` recovered the run when it opened it). A
+        run still running whose heartbeat is older than ``STALE_HEARTBEAT_S`` reads as
+        crashed: silent this long, its writer is on a hung or lost host (or, in a
+        read-only store, died before the store was archived).
+        """
+        row = self._store.run(self.id) or self._row
+        status, heartbeat = row["status"], row["heartbeat"]
+        if (
+            status == "running"
+            and heartbeat is not None
+            and time.time() - heartbeat > STALE_HEARTBEAT_S
+        ):
+            return "crashed"
         return status
 
     @property
@@ -252,68 +237,62 @@ class RunReader:
 
     @property
     def tags(self) -> list[str]:
-        rows = self._store.connection().execute(
-            "SELECT tag FROM tags WHERE run_id=? ORDER BY tag", (self.id,)
-        )
-        return [t for (t,) in rows]
+        return self._store.tags(self.id)
 
     @property
     def created_at(self) -> float:
         return self._row["created_at"]
+
+    @property
+    def ended_at(self) -> float | None:
+        """When the run ended, as stored now (None while it runs)."""
+        return (self._store.run(self.id) or self._row)["ended_at"]
 
     def __getitem__(self, path: str) -> FieldReader:
         return FieldReader(self, check_path(path))
 
     def paths(self) -> list[str]:
         """Every path in the run: single values, file references and series."""
-        conn = self._store.connection()
-        found = {p for (p,) in conn.execute("SELECT path FROM fields WHERE run_id=?", (self.id,))}
-        for rid, _ in self._lineage:
-            found.update(
-                p
-                for (p,) in conn.execute("SELECT DISTINCT path FROM series WHERE run_id=?", (rid,))
-            )
+        found = {path for path, _kind, _value in self._store.fields(self.id)}
+        found.update(path for path, _rank in self.series_keys())
         return sorted(found)
 
     def ranks(self) -> list[int]:
         """The ranks that logged series in this run."""
-        rows = self._store.connection().execute(
-            "SELECT DISTINCT rank FROM series WHERE run_id=? ORDER BY rank", (self.id,)
-        )
-        return [r for (r,) in rows]
+        return self._store.ranks(self.id)
 
     def fields(self) -> dict[str, Any]:
         """Every single value (and file reference) of the run, by path."""
-        rows = self._store.connection().execute(
-            "SELECT path, kind, value FROM fields WHERE run_id=? ORDER BY path", (self.id,)
-        )
-        return {p: _decode_field(k, v) for p, k, v in rows}
+        return {p: decode_field(k, v) for p, k, v in self._store.fields(self.id)}
 
     def series_summary(self) -> list[dict[str, Any]]:
-        """One row per series (path, rank, kind, count, last step, last value)."""
-        rows = self._store.connection().execute(
-            "SELECT path, rank, kind, count, last_step, last_value FROM series "
-            "WHERE run_id=? ORDER BY path, rank",
-            (self.id,),
-        )
-        keys = ("path", "rank", "kind", "count", "last_step", "last_value")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+        """One row per series of this run (path, rank, kind, count, last step, last value);
+        its fork ancestors' series are not included (``series_keys`` names them too)."""
+        return [
+            {
+                "path": s.path,
+                "rank": s.rank,
+                "kind": s.kind,
+                "count": s.points,
+                "last_step": s.last_step,
+                "last_value": s.last_value,
+            }
+            for s in self._store.series_list(self.id)
+        ]
+
+    def series_keys(self) -> list[tuple[str, int]]:
+        """(path, rank) of every series the run reads, its fork ancestors' included."""
+        keys: set[tuple[str, int]] = set()
+        for rid, _limit in self._lineage:
+            keys.update((s.path, s.rank) for s in self._store.series_list(rid))
+        return sorted(keys)
 
     # -- series ---------------------------------------------------------------------------
 
     def _attempts(self, rid: str) -> dict[Any, tuple[int, int | None]]:
         """For each attempt of run ``rid``: (its place in time, the step past which a
         later attempt's rewind superseded its points, or None)."""
-        if not self._store.has_attempts:
-            return {}
-        rows = (
-            self._store.connection()
-            .execute(
-                "SELECT attempt, rewind_step FROM attempts WHERE run_id=? ORDER BY segment",
-                (rid,),
-            )
-            .fetchall()
-        )
+        rows = self._store.attempts(rid)
         out: dict[Any, tuple[int, int | None]] = {}
         cut: int | None = None
         # From the newest back: an attempt is cut by the lowest rewind of those after it.
@@ -334,26 +313,15 @@ class RunReader:
         per_step: str | None = None,
     ) -> SeriesValues | None:
         st = self._store
-        conn = st.connection()
-        crc = "crc" if st.has_crc else "NULL"  # schema 1 stores have no checksums
-        attempt = "attempt" if st.has_attempts else "NULL"
-        select = f"SELECT rowid, n, steps, vals, ts, {crc}, {attempt} FROM chunks WHERE series_id=?"
         # System metrics count samples, not training steps: a rewind does not apply.
         rewinds_apply = not include_superseded and not path.startswith("sys/")
         parts = []
         kind = None
         for rid, limit in reversed(self._lineage):  # oldest ancestor first
-            row = conn.execute(
-                "SELECT series_id, kind FROM series WHERE run_id=? AND path=? AND rank=?",
-                (rid, path, rank),
-            ).fetchone()
-            if row is None:
+            found = st.series_chunks(rid, path, rank, max_first_step=limit)
+            if found is None:
                 continue
-            sid, kind = row
-            if limit is None:
-                chunks = conn.execute(select, (sid,)).fetchall()
-            else:
-                chunks = conn.execute(select + " AND first_step<=?", (sid, limit)).fetchall()
+            kind, chunks = found
             attempts = self._attempts(rid)
             unknown = (len(attempts), None)
             # Write order: attempts in the order they ran, then the order of the rows.
@@ -411,7 +379,7 @@ class RunReader:
         st = self._store
         whose = f"run {rid}" if rid == self.id else f"run {rid} (fork parent of {self.id})"
         return CorruptDataError(
-            f"{whose}: series {path!r} rank {rank}: chunk {chunk} in {st.db_path} is "
+            f"{whose}: series {path!r} rank {rank}: chunk {chunk} in {st.location} is "
             f"damaged: {problem}; `tracker doctor --store {st.root}` lists every damaged "
             "chunk",
             run_id=rid,
@@ -460,49 +428,27 @@ class RunReader:
         return f"<tracker run {self.id} project={self.project!r}>"
 
 
-_RUN_COLUMNS = (
-    "run_id",
-    "project",
-    "name",
-    "status",
-    "created_at",
-    "ended_at",
-    "heartbeat",
-    "parent_id",
-    "fork_step",
-    "host",
-    "error",
-)
-
-
 def read_run(
     run_id: str, project: str | None = None, store: str | os.PathLike[str] | None = None
 ) -> RunReader:
     """Open a run for reading.
 
+    Where the store can be written, a run that reads as running with no live writer
+    (its process crashed), or one journaled but never applied (offline, or crashed
+    early), is recovered here, once: reading the returned run never writes.
+
     >>> r = tracker.read_run("k3v9q2m1xa")
     >>> r["config/lr"].fetch(), len(r["train/loss"].fetch_values())
     """
-    st = Store(store, create=False, readonly=True)
-    row = _run_row(st, run_id)
-    if row is None and st.segments(run_id):
-        # Journaled but never applied (offline, or crashed early): applied here if the
-        # store can be written.
-        if recover_if_possible(st, run_id) is not None:
-            row = _run_row(st, run_id)
+    st = open_store(store, create=False, readonly=True)
+    row = st.run(run_id)
+    if (row is None and st.segments(run_id)) or (row is not None and row["status"] == "running"):
+        recover_if_possible(st, run_id)
+        row = st.run(run_id)
     if row is None or (project is not None and row["project"] != project):
         where = f" in project {project!r}" if project else ""
         raise RunNotFoundError(f"no run {run_id!r}{where} in {st.root}")
     return RunReader(st, run_id, row)
-
-
-def _run_row(st: Store, run_id: str) -> dict[str, Any] | None:
-    row = (
-        st.connection()
-        .execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE run_id=?", (run_id,))
-        .fetchone()
-    )
-    return dict(zip(_RUN_COLUMNS, row, strict=True)) if row else None
 
 
 def list_runs(
@@ -516,45 +462,33 @@ def list_runs(
 
     Filters combine: ``tags`` keeps runs having every tag given; ``status`` one or several
     statuses; ``config`` runs whose config values equal the ones given (paths below
-    ``config/``, nested dicts allowed).
+    ``config/``, nested dicts allowed). Runs of ``project`` that read as running with no
+    live writer are recovered first (see ``read_run``).
 
     >>> tracker.list_runs(project="gpt-small", tags=["baseline"], config={"lr": 3e-4})
     """
-    st = Store(store, create=False, readonly=True)
+    st = open_store(store, create=False, readonly=True)
     recover_stale(st, project)
-    conn = st.connection()
-    where, args = [], []
-    if project is not None:
-        where.append("project=?")
-        args.append(project)
     if isinstance(tags, str):
         tags = [tags]
-    for tag in tags or ():
-        where.append("run_id IN (SELECT run_id FROM tags WHERE tag=?)")
-        args.append(tag)
     if isinstance(status, str):
         status = [status]
-    if status:
-        status = list(status)
-        where.append(f"status IN ({','.join('?' * len(status))})")
-        args.extend(status)
-    if config:
-        for path, value in flatten(config, "config").items():
-            where.append("run_id IN (SELECT run_id FROM fields WHERE path=? AND value=?)")
-            args.extend((path, value))
-    sql = "SELECT run_id, project, name, status, created_at, ended_at, parent_id FROM runs"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY created_at DESC"
+    rows = st.runs(
+        project=project,
+        tags=tags or (),
+        statuses=status or (),
+        config=flatten(config, "config") if config else None,
+    )
     out = []
-    for rid, proj, name, st_status, created, ended, parent in conn.execute(sql, args).fetchall():
+    for row in rows:
+        rid = row["run_id"]
         try:
-            tag_list, cfg = _tags_and_config(conn, rid)
-        except (sqlite3.DatabaseError, ValueError, TypeError, OverflowError) as exc:
+            tag_list, cfg = st.tags(rid), _config(st, rid)
+        except (StoreError, ValueError, TypeError, OverflowError) as exc:
             # A damaged row of one run: list the run without them, say so, go on.
             warnings.warn(
                 f"tracker: run {rid} in {st.root}: its tags and config cannot be read "
-                f"({_one_line(exc)}); listed without them",
+                f"({one_line(exc)}); listed without them",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -562,27 +496,23 @@ def list_runs(
         out.append(
             {
                 "id": rid,
-                "project": proj,
-                "name": name,
-                "status": st_status,
+                "project": row["project"],
+                "name": row["name"],
+                "status": row["status"],
                 "tags": tag_list,
                 "config": cfg,
-                "created_at": created,
-                "ended_at": ended,
-                "parent_id": parent,
+                "created_at": row["created_at"],
+                "ended_at": row["ended_at"],
+                "parent_id": row["parent_id"],
             }
         )
     return out
 
 
-def _tags_and_config(conn: sqlite3.Connection, rid: str) -> tuple[list[str], dict[str, Any]]:
-    tag_list = [
-        t for (t,) in conn.execute("SELECT tag FROM tags WHERE run_id=? ORDER BY tag", (rid,))
-    ]
+def _config(st: Store, rid: str) -> dict[str, Any]:
+    """The run's config values as a nested dict."""
     cfg: dict[str, Any] = {}
-    for path, kind, value in conn.execute(
-        "SELECT path, kind, value FROM fields WHERE run_id=? AND path LIKE 'config/%'", (rid,)
-    ):
+    for path, kind, value in st.fields(rid, prefix="config/"):
         node = cfg
         parts = path.split("/")[1:]
         for part in parts[:-1]:
@@ -590,5 +520,5 @@ def _tags_and_config(conn: sqlite3.Connection, rid: str) -> tuple[list[str], dic
             if not isinstance(nxt, dict):
                 nxt = node[part] = {}
             node = nxt
-        node[parts[-1]] = _decode_field(kind, value)
-    return tag_list, cfg
+        node[parts[-1]] = decode_field(kind, value)
+    return cfg

@@ -1,4 +1,10 @@
-"""Bringing the store up to date from journals: crash recovery and ``tracker sync``."""
+"""Bringing the store up to date from journals: crash recovery and ``tracker sync``.
+
+Recovery is always an explicit call: ``recover_run`` (raises), ``recover_if_possible``
+and ``recover_stale`` (warn and go on, for readers), ``sync_runs`` and ``sync_store``
+(every journal of a store). The read API calls them when it opens a run or lists runs,
+never when a property is read.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,9 @@ import logging
 import time
 import warnings
 
-from .apply import RunApplier, recorded_offsets
+from .errors import one_line
 from .journal import SegmentScan, read_records
-from .store import Store
+from .stores.base import Applier, Store
 
 log = logging.getLogger("tracker")
 
@@ -18,7 +24,7 @@ _REPLAY_BATCH = 200_000
 
 
 def replay_run(
-    store: Store, run_id: str, *, from_start: bool = False, applier: RunApplier | None = None
+    store: Store, run_id: str, *, from_start: bool = False, applier: Applier | None = None
 ) -> int:
     """Apply every journal record of ``run_id`` the store has not applied; return ops applied.
 
@@ -26,14 +32,14 @@ def replay_run(
     store already holds (at or before its recorded offset) is skipped: a record's points
     are stored once however often a journal is replayed.
     """
-    applier = applier or RunApplier(store, run_id)
+    applier = applier or store.applier(run_id)
     scans: list[SegmentScan] = []
     try:
         total = _replay(
             store,
             run_id,
             applier,
-            {} if from_start else recorded_offsets(store, run_id),
+            {} if from_start else store.applied_offsets(run_id),
             scans,
         )
     finally:
@@ -48,7 +54,7 @@ def _warn_skipped(run_id: str, scan: SegmentScan) -> None:
     # A torn tail is what any crash leaves and loses nothing that was acknowledged; a
     # damaged region with intact records after it lost points, and the user must know.
     name = scan.path.name if scan.path is not None else "?"
-    where = ", ".join(f"{n} bytes at offset {off}" for off, n in scan.skipped[:5])
+    where = scan.where_skipped()
     msg = (
         f"tracker: run {run_id}: journal segment {name} has corrupt records that were "
         f"skipped ({scan.skipped_bytes} bytes: {where}); the points in them are lost, "
@@ -61,7 +67,7 @@ def _warn_skipped(run_id: str, scan: SegmentScan) -> None:
 def _replay(
     store: Store,
     run_id: str,
-    applier: RunApplier,
+    applier: Applier,
     offsets: dict[str, int],
     scans: list[SegmentScan] | None = None,
 ) -> int:
@@ -71,7 +77,7 @@ def _replay(
     for segment in store.segments(run_id):
         start = offsets.get(segment.name, 0)
         batch: list = []
-        end = None
+        end = start  # end offset of the last record in batch (set with every record)
         scan = SegmentScan()
         if scans is not None:
             scans.append(scan)  # filled in as the records are read
@@ -97,39 +103,104 @@ def recover_run(store: Store, run_id: str) -> bool:
         if not idle:
             return False
         replay_run(store, run_id)
-        with store.write() as conn:
-            conn.execute(
-                "UPDATE runs SET status='crashed', ended_at=COALESCE(heartbeat, ?) "
-                "WHERE run_id=? AND status='running'",
-                (time.time(), run_id),
-            )
+        store.mark_crashed(run_id, time.time())
         return True
 
 
-def recover_stale_runs(store: Store, project: str | None = None) -> list[str]:
-    """Recover every run that reads as running but has no live writer; return their ids."""
-    conn = store.connection()
-    if project is None:
-        rows = conn.execute("SELECT run_id FROM runs WHERE status='running'").fetchall()
-    else:
-        rows = conn.execute(
-            "SELECT run_id FROM runs WHERE status='running' AND project=?", (project,)
-        ).fetchall()
-    recovered = [rid for (rid,) in rows if recover_run(store, rid)]
-    return recovered
+def recover_if_possible(store: Store, run_id: str) -> bool | None:
+    """``recover_run`` where the store can be written: True if the run had no live writer
+    (it is now up to date, and recorded as crashed if it never closed), False if a live
+    writer holds it, None if the store is read-only or recovery failed (warned): the run
+    then reads as it is stored."""
+    if not store.can_write:
+        return None
+    try:
+        if store.writer_alive(run_id):
+            return False  # before opening the writable handle: live runs are read often
+        return recover_run(store.for_writing(), run_id)
+    except Exception as exc:  # noqa: BLE001 - whatever broke, reading goes on without it
+        warnings.warn(
+            f"tracker: run {run_id} in {store.root} could not be recovered, it reads as "
+            f"stored: {one_line(exc)}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+
+
+def recover_stale(store: Store, project: str | None = None) -> list[str]:
+    """Recover each run that reads as running and has no live writer; return their ids.
+
+    One run that cannot be recovered is warned about (``recover_if_possible``) and does
+    not keep the others from it; a read-only store recovers nothing.
+    """
+    if not store.can_write:
+        return []
+    running = store.runs(project=project, statuses=["running"])
+    return [row["run_id"] for row in running if recover_if_possible(store, row["run_id"])]
+
+
+def sync_runs(store: Store) -> list[tuple[str, str | None]]:
+    """Apply every journal the store has not applied, run by run.
+
+    Returns (run id, None) for each run synced and (run id, error) for each that could
+    not be; one failure does not stop the others. A run whose writer is gone is
+    recovered (and recorded as crashed if it never closed), one with a live writer has
+    its backlog replayed.
+    """
+    done: list[tuple[str, str | None]] = []
+    for run_id in store.journal_runs():
+        try:
+            if not store.segments(run_id):
+                continue
+            _sync_run(store, run_id)
+        except Exception as exc:  # noqa: BLE001 - report this run, go on with the others
+            done.append((run_id, one_line(exc)))
+        else:
+            done.append((run_id, None))
+    return done
 
 
 def sync_store(store: Store) -> list[str]:
-    """Apply every journal in the store (offline runs, crashed writers); return run ids."""
+    """Apply every journal in the store (offline runs, crashed writers); return run ids.
+
+    Like ``sync_runs``, but the first run that cannot be synced raises.
+    """
     done = []
-    if store.journal_root.is_dir():
-        for directory in sorted(store.journal_root.iterdir()):
-            if directory.is_dir() and any(directory.glob("*.jnl")):
-                with store.exclusive_if_idle(directory.name) as idle:
-                    pass
-                if idle:
-                    recover_run(store, directory.name)
-                else:
-                    replay_run(store, directory.name)
-                done.append(directory.name)
+    for run_id in store.journal_runs():
+        if store.segments(run_id):
+            _sync_run(store, run_id)
+            done.append(run_id)
     return done
+
+
+def _sync_run(store: Store, run_id: str) -> None:
+    with store.exclusive_if_idle(run_id) as idle:
+        pass
+    if idle:
+        recover_run(store, run_id)
+    else:
+        replay_run(store, run_id)
+
+
+def journal_backlog(store: Store) -> dict[str, int]:
+    """Bytes of intact journal records the store has not applied, per run (0s left out).
+
+    Counts every intact record after the applied offset, also those after a damaged
+    region (replay resyncs past it and applies them). Runs held by a live writer are
+    left out: their writer applies as it goes.
+    """
+    behind: dict[str, int] = {}
+    for run_id in store.journal_runs():
+        if store.writer_alive(run_id):
+            continue
+        offsets = store.applied_offsets(run_id)
+        total = 0
+        for segment in store.segments(run_id):
+            scan = SegmentScan()
+            for _end, _ops in read_records(segment, offsets.get(segment.name, 0), scan):
+                pass
+            total += scan.intact_bytes
+        if total:
+            behind[run_id] = total
+    return behind

@@ -20,14 +20,17 @@ import traceback
 import warnings
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import lifecycle
+from . import lifecycle, ops
 from .files import describe
 from .paths import check_path, flatten
 from .secrets import mask_field, mask_text
 from .tensors import FAST_TYPES, batch_device_values
 from .values import FILE, Deferred, check_text, field_value, series_point
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 _time = time.time
 # float, int, and numpy scalar types once seen: immutable numbers the writer packs.
@@ -40,18 +43,24 @@ FINAL_STATUSES = ("finished", "failed", "terminated")
 _FIELD, _FLOAT, _STR = "field", "float", "str"
 
 
-class _NullWriter:
-    """Writer of a disabled run: accepts everything, keeps nothing."""
+class _Sink:
+    def append(self, op: Any) -> None:
+        pass
 
-    class _Sink:
-        def append(self, op: Any) -> None:
-            pass
+    def __len__(self) -> int:
+        return 0
 
-        def __len__(self) -> int:
-            return 0
 
-    queue = _Sink()
+class NullWriter:
+    """The ``ops.Writer`` of a disabled run (and of a forked child's copy of a run):
+    accepts everything, keeps nothing."""
+
     max_queue = 1 << 62
+
+    def __init__(self) -> None:
+        self.queue = _Sink()
+        self.series_last: dict[str, int] = {}
+        self.lower_warned: set[str] = set()
 
     def wait_for_room(self) -> None:
         pass
@@ -126,13 +135,17 @@ class Run:
     >>> run.close()
     """
 
+    # The store directory, set by open_run on a run it opens in a store (absent on a
+    # disabled run or a non-writer rank's: readers use getattr with a default).
+    _store_root: Path
+
     def __init__(
         self,
         *,
         run_id: str,
         project: str,
         name: str | None,
-        writer: Any,
+        writer: ops.Writer,
         sync: bool = False,
         rank: int = 0,
         world_size: int = 1,
@@ -155,8 +168,8 @@ class Run:
         self._queue = () if sync else writer.queue
         self._counter = itertools.count(next_step)
         # The highest step of each series as the writer knows it, shared with it.
-        self._series_last: dict[str, int] = getattr(writer, "series_last", {})
-        self._lower_warned: set[str] = getattr(writer, "lower_warned", set())
+        self._series_last = writer.series_last
+        self._lower_warned = writer.lower_warned
         self._step_lock = threading.Lock()
         self._pid = os.getpid()
         self._step = next_step
@@ -193,7 +206,7 @@ class Run:
                     and self._float_paths.issuperset(data)
                     and _FAST_TYPES.issuperset(map(type, data.values()))
                 ):
-                    self._enqueue((step, _time(), data.copy()))
+                    self._enqueue((step, _time(), data.copy()))  # ops.log_call, inline
                 else:
                     self._log_slow(data, step, _time())
         else:
@@ -286,9 +299,9 @@ class Run:
             pending = [p for p in deferred if p.needs_batch]
             if pending:
                 batch_device_values(pending)
-            self._enqueue(("logd", step, ts, out))
+            self._enqueue(ops.log_deferred(step, ts, out))
         else:
-            self._enqueue((step, ts, out))
+            self._enqueue(ops.log_call(step, ts, out))
 
     def _append(self, path: str, value: Any, step: int | None, timestamp: Any) -> None:
         check_path(path)
@@ -325,9 +338,9 @@ class Run:
         if type(point) is Deferred:
             if point.needs_batch:
                 batch_device_values([point])
-            self._enqueue(("logd", step, ts, {path: point}))
+            self._enqueue(ops.log_deferred(step, ts, {path: point}))
         else:
-            self._enqueue((step, ts, {path: point}))
+            self._enqueue(ops.log_call(step, ts, {path: point}))
 
     # -- single values --------------------------------------------------------------------
 
@@ -341,7 +354,7 @@ class Run:
 
     def _assign_many(self, items: Mapping[str, Any]) -> None:
         ts = _time()
-        ops = []
+        queued = []
         for path, value in items.items():
             check_path(path)
             kind, stored = field_value(path, value)
@@ -354,9 +367,8 @@ class Run:
             known = self._kinds.get(path)
             if known is not None and known != _FIELD:
                 raise _kind_error(path, known, _FIELD)
-            tag = "setd" if type(stored) is Deferred else "set"
-            ops.append((tag, path, kind, stored, ts))
-        for op in ops:
+            queued.append(ops.set_value(path, kind, stored, ts))
+        for op in queued:
             self._kinds[op[1]] = _FIELD
             self._enqueue(op)
 
@@ -368,18 +380,18 @@ class Run:
         if isinstance(info.get("uri"), str):
             info["uri"] = mask_text(info["uri"])  # a signed or user:pass@ URL is a secret
         self._kinds[path] = FILE
-        self._enqueue(("file", path, info))
+        self._enqueue(ops.file_ref(path, info))
         return info
 
     # -- tags -----------------------------------------------------------------------------
 
     def add_tags(self, *tags: str) -> None:
         """Add tags to the run (``run.add_tags("baseline", "v2")``)."""
-        self._enqueue(("tags+", _check_tags(tags)))
+        self._enqueue(ops.tags_added(_check_tags(tags)))
 
     def remove_tags(self, *tags: str) -> None:
         """Remove tags from the run; tags it does not have are ignored."""
-        self._enqueue(("tags-", _check_tags(tags)))
+        self._enqueue(ops.tags_removed(_check_tags(tags)))
 
     # -- durability and end ---------------------------------------------------------------
 
@@ -414,8 +426,8 @@ class Run:
             # database URL or connection string. Masked here, it is masked for the status
             # row too, and for rank 0 when this is another rank (ranks/<r>/traceback).
             error = mask_text(error)
-            self._enqueue(("set", "sys/failure/traceback", "str", error, _time()))
-        self._enqueue(("status", status, _time(), error))
+            self._enqueue(ops.set_value("sys/failure/traceback", "str", error, _time()))
+        self._enqueue(ops.set_status(status, _time(), error))
         self._writer.close(self._close_timeout)
         # Later calls have nowhere to go: say so once instead of dropping them silently.
         # Swapping the bound method keeps the open run's hot path free of a closed check.
@@ -456,7 +468,7 @@ class Run:
         """In a forked child: this run belongs to the parent; log nothing, close nothing."""
         parent = self._pid
         self._pid = os.getpid()
-        self._writer = _NullWriter()
+        self._writer = NullWriter()
         self._queue = ()
         self._closed = True
         self._on_close = []
@@ -478,16 +490,18 @@ class Run:
     # -- for system metrics and the rank coordinator --------------------------------------
 
     def _log_system(self, metrics: Mapping[str, float]) -> None:
-        """Log a system-metrics sample; each path keeps its own sample counter."""
+        """Log a system-metrics sample. Its step is the sample's number: every ``sys/``
+        path shares one sample counter (kept under ``"sys/"``), apart from the run's
+        training steps."""
         if self._closed:
             return
         ts = _time()
         step = self._series_next.get("sys/", 0)
         self._series_next["sys/"] = step + 1
-        self._enqueue((step, ts, {k: float(v) for k, v in metrics.items()}))
+        self._enqueue(ops.log_call(step, ts, {k: float(v) for k, v in metrics.items()}))
 
     def _ingest(self, op: Any) -> None:
-        """Queue an already-validated op (from another rank, via the coordinator)."""
+        """Queue an already-validated op (another rank's, via ``coordinator.receive``)."""
         self._enqueue(op)
 
 

@@ -10,12 +10,12 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from . import lifecycle
+from . import lifecycle, ops
 from .errors import RunExistsError, RunNotFoundError
 from .paths import check_path, flatten
 from .replay import recover_run
-from .run import _FIELD, _FLOAT, _STR, Run, _NullWriter
-from .store import Store, resolve_store_path
+from .run import _FIELD, _FLOAT, _STR, NullWriter, Run
+from .stores import Store, open_store, resolve_store_path
 from .values import FILE, check_text, field_value, readable
 from .writer import Writer
 
@@ -74,7 +74,7 @@ def open_run(
         extra_fields=extra_fields,
     )
     if mode == "disabled":
-        run = Run(run_id=run_id or new_run_id(), project=project, name=name, writer=_NullWriter())
+        run = Run(run_id=run_id or new_run_id(), project=project, name=name, writer=NullWriter())
         _record_start(run, start)
         return run
 
@@ -92,11 +92,11 @@ def open_run(
             _record_start(same, start)
             return same
 
-    st = Store(store)
-    existing = _find(st, run_id) if run_id is not None else None
+    st = open_store(store)
+    existing = st.run(run_id) if run_id is not None else None
     if run_id is not None and existing is None and st.segments(run_id):
         recover_run(st, run_id)  # an offline or crashed run the store has not seen yet
-        existing = _find(st, run_id)
+        existing = st.run(run_id)
     if existing is not None and resume == "never":
         raise RunExistsError(f"run {run_id!r} already exists in {st.root} and resume='never'")
     if existing is None and resume == "must":
@@ -110,7 +110,7 @@ def open_run(
     fork_step = None
     if fork_from is not None and existing is None:
         parent_id, fork_step = fork_from[0], int(fork_from[1])
-        parent = _find(st, check_run_id(parent_id))
+        parent = st.run(check_run_id(parent_id))
         if parent is None:
             raise RunNotFoundError(f"fork_from: run {parent_id!r} does not exist in {st.root}")
         if parent["status"] == "running":
@@ -153,7 +153,7 @@ def open_run(
         "fork_step": fork_step,
         "rewind_step": resume_from_step,
     }
-    run._enqueue(("create", meta))
+    run._enqueue(ops.create(meta))
     _record_start(run, start)
     # The run is listed in the store when init_run returns, not a flush interval later.
     run.flush()
@@ -266,16 +266,6 @@ def _record_start(run: Run, start: Start) -> None:
         run._assign_many(start.fields)
 
 
-def _find(st: Store, run_id: str) -> dict[str, Any] | None:
-    cur = st.connection().execute(
-        "SELECT run_id, project, name, status FROM runs WHERE run_id=?", (run_id,)
-    )
-    row = cur.fetchone()
-    if row is None:
-        return None
-    return dict(zip(("run_id", "project", "name", "status"), row, strict=True))
-
-
 def _state(
     st: Store,
     run_id: str,
@@ -289,18 +279,17 @@ def _state(
     attempts logged past it is superseded, so it is neither the series' last step nor
     where their counters go on from. System metrics count samples and keep counting.
     """
-    conn = st.connection()
     kinds: dict[str, str] = {}
     series_next: dict[str, int] = {}
     series_last: dict[str, int] = {}
     next_step = 0
     sources = [(run_id, rewind)]
     if parent_id is not None:
+        assert fork_step is not None  # a fork has both: open_run sets them together
         sources.append((parent_id, fork_step if rewind is None else min(fork_step, rewind)))
     for rid, limit in sources:
-        for path, kind, last in conn.execute(
-            "SELECT path, kind, last_step FROM series WHERE run_id=? AND rank=0", (rid,)
-        ):
+        for series in st.series_list(rid, rank=0):
+            path, kind, last = series.path, series.kind, series.last_step
             kinds.setdefault(path, _FLOAT if kind == "float" else _STR)
             if path.startswith("sys/"):
                 series_next["sys/"] = max(series_next.get("sys/", 0), last + 1)
@@ -311,7 +300,7 @@ def _state(
             series_last[path] = max(series_last.get(path, last), last)
             next_step = max(next_step, last + 1)
         if rid == run_id:
-            for path, kind in conn.execute("SELECT path, kind FROM fields WHERE run_id=?", (rid,)):
+            for path, kind, _value in st.fields(rid):
                 kinds.setdefault(path, FILE if kind == "file" else _FIELD)
     if fork_step is not None:
         next_step = max(next_step, fork_step + 1)

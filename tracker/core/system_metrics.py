@@ -226,6 +226,12 @@ class SystemMetricsSampler:
     ``sink`` runs on the sampler's thread; it should hand the reading off (for example
     append it to a series with its own timestamp) rather than do slow work.
 
+    ``clock`` (seconds, monotonic) times the CPU percentages, and ``wait`` is how the
+    thread waits between readings: it is called as ``wait(stop_event, interval)``, must
+    return once ``stop_event`` is set, and returns whether it is set (the thread then
+    ends). They default to ``time.monotonic`` and ``stop_event.wait(interval)``; tests
+    pass their own to take readings on demand instead of on the wall clock.
+
     Example::
 
         readings = []
@@ -241,12 +247,17 @@ class SystemMetricsSampler:
         sink: Callable[[dict[str, float]], None],
         interval: float = 10.0,
         gpu_index: int | str | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[threading.Event, float], bool] | None = None,
     ) -> None:
         if not interval > 0:
             raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
         self.sink = sink
         self.interval = float(interval)
         self.gpu_index = gpu_index
+        self._clock = clock
+        self._wait = wait if wait is not None else _wait_for_event
         self._reader = _make_reader()
         self._gpu = _Gpu(gpu_index) if gpu_index is not None else None
         self._cpu_count = os.cpu_count() or 1
@@ -313,13 +324,14 @@ class SystemMetricsSampler:
             out: dict[str, float] = {}
             if self._reader is not None:
                 self._guard("cpu and memory", lambda: out.update(self._host_and_process()))
-            if self._gpu is not None:
-                self._guard("GPU", lambda: out.update(self._gpu.read()))
+            gpu = self._gpu  # a local: narrowing to non-None carries into the lambda
+            if gpu is not None:
+                self._guard("GPU", lambda: out.update(gpu.read()))
             return out
 
     def _host_and_process(self) -> dict[str, float]:
         assert self._reader is not None
-        now = time.monotonic()
+        now = self._clock()
         cpu_seconds, rss, threads = self._reader.process()
         busy, total = self._reader.host_cpu()
         mem_total, mem_available = self._reader.host_memory()
@@ -366,8 +378,12 @@ class SystemMetricsSampler:
                 except Exception:
                     self._warn_once("sink", "system metrics sink raised; will keep sampling")
             first = False
-            if stop_event.wait(self.interval):
+            if self._wait(stop_event, self.interval):
                 break
+
+
+def _wait_for_event(stop_event: threading.Event, timeout: float) -> bool:
+    return stop_event.wait(timeout)
 
 
 def _clamp(value: float, upper: float) -> float:

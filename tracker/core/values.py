@@ -9,12 +9,13 @@ caller's thread) but wrapped in ``Deferred`` and read by the writer thread.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 from typing import Any
 
 from .tensors import Deferred, batch_device_values, convert, framework_of, torch_point
 
-__all__ = ["Deferred", "check_text", "field_value", "readable", "series_point"]
+__all__ = ["Deferred", "check_text", "decode_field", "field_value", "readable", "series_point"]
 
 # Kinds of field values as stored.
 INT, FLOAT, BOOL, STR, DATETIME = "int", "float", "bool", "str", "datetime"
@@ -170,6 +171,20 @@ def field_value(path: str, value: Any) -> tuple[str, Any]:
             batch_device_values([converted])  # a copy, safe from later in-place updates
         return FLOAT, converted
     return field_value(path, converted)
+
+
+def decode_field(kind: str, value: Any) -> Any:
+    """A single value as a store gives it back (``Store.fields``) -> what was assigned."""
+    if kind == BOOL:
+        return bool(value)
+    if kind == DATETIME:
+        return _dt.datetime.fromtimestamp(value, tz=_dt.timezone.utc)
+    if kind == FILE:
+        return json.loads(value)
+    if kind == FLOAT:
+        # SQLite stores a NaN REAL as NULL; the kind says it was a float.
+        return math.nan if value is None else float(value)
+    return value
 
 
 def readable(value: Any) -> Any:

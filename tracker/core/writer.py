@@ -38,13 +38,13 @@ from typing import Any
 
 import numpy as np
 
-from .apply import RunApplier, recorded_offsets
-from .batch import columnize
+from .batch import columnize, count_points, group_order, group_steps
 from .errors import WriterError
 from .journal import JournalWriter
+from .ops import LOGS
 from .replay import replay_run
 from .run import warn_lower_step
-from .store import Store
+from .stores.base import Store
 
 log = logging.getLogger("tracker")
 
@@ -64,11 +64,6 @@ _SHARE_OF_INTERVAL = 0.25
 _INITIAL_MAX_QUEUE = 100_000
 
 
-def _group_steps(group: Any) -> Any:
-    raw = group[2]
-    return np.frombuffer(raw, dtype=np.int64) if group[0] == "cols" else np.asarray(raw, np.int64)
-
-
 def _first_drop(steps: Any, last: int | None) -> tuple[int, int]:
     """The first step of ``steps`` lower than the one before it (or than ``last``), and
     the last step it fell below."""
@@ -83,20 +78,9 @@ def _first_drop(steps: Any, last: int | None) -> tuple[int, int]:
     return int(steps[i]), int(previous[i])
 
 
-def count_points(ops: list[Any]) -> int:
-    """Series points in columnized ``ops`` (the values of log calls and appends)."""
-    total = 0
-    for op in ops:
-        if op[0] == "logs":
-            for group in op[3]:
-                n_keys = len(group[1])
-                n_rows = len(group[2]) // 8 if group[0] == "cols" else len(group[2])
-                total += n_keys * n_rows
-    return total
-
-
 class Writer:
-    """Owns one journal segment of one run and, unless offline, applies it to the store."""
+    """The journal writer, the ``ops.Writer`` of a run's writing process: owns one journal
+    segment of one run and, unless offline, applies it to the store."""
 
     def __init__(
         self,
@@ -121,7 +105,7 @@ class Writer:
         try:
             segment = store.journal_dir(run_id) / f"{time.time_ns():020d}-{os.getpid()}.jnl"
             self.journal = JournalWriter(Path(segment))
-            self.applier = RunApplier(store, run_id) if apply_to_store else None
+            self.applier = store.applier(run_id) if apply_to_store else None
         except BaseException:
             store.release_lock(self._lock_fd)  # or this process could never open it again
             raise
@@ -177,7 +161,8 @@ class Writer:
                 raise WriterError(f"tracker could not write run {self.run_id}: {err}") from err
 
     def flush(self, timeout: float | None = None) -> None:
-        if self._thread is None:
+        thread = self._thread
+        if thread is None:
             with self._sync_lock:
                 self._cycle(durable=True)
         else:
@@ -187,7 +172,7 @@ class Writer:
             self._wake.set()
             with self._cv:
                 done = self._cv.wait_for(
-                    lambda: self._flush_done >= target or not self._thread.is_alive(), timeout
+                    lambda: self._flush_done >= target or not thread.is_alive(), timeout
                 )
             if not done:
                 raise TimeoutError(
@@ -338,10 +323,7 @@ class Writer:
         if self.applier is not None and now - self._last_heartbeat >= self.heartbeat_interval:
             self._last_heartbeat = now
             try:
-                with self.store.write() as conn:
-                    conn.execute(
-                        "UPDATE runs SET heartbeat=? WHERE run_id=?", (time.time(), self.run_id)
-                    )
+                self.store.heartbeat(self.run_id, time.time())
             except Exception as exc:  # noqa: BLE001
                 self._record_error("store", exc)
         if (
@@ -353,7 +335,7 @@ class Writer:
         ):
             self.error = None
 
-    def _note_steps(self, ops: list[Any]) -> None:
+    def _note_steps(self, batch: list[Any]) -> None:
         """Keep ``series_last`` up to date; warn once per series of a lower step.
 
         Lower steps are stored (a fine-tuning pass, an evaluation of an earlier
@@ -361,12 +343,12 @@ class Writer:
         of it once. ``Run.log`` warns at the call when it already knows the series' last
         step; a call made before this thread saw the one it follows is caught here.
         """
-        for op in ops:
-            if op[0] != "logs" or op[1] != 0:
+        for op in batch:
+            if op[0] != LOGS or op[1] != 0:
                 continue  # other ranks' calls are warned about on their own rank
             groups = op[3]
             if len(groups) == 1:
-                self._note_group(groups[0][1], _group_steps(groups[0]))
+                self._note_group(groups[0][1], group_steps(groups[0]))
                 continue
             # Several key sets: a series in more than one has its steps in call order
             # only once its pieces are merged.
@@ -376,19 +358,13 @@ class Writer:
                     seen[key] = seen.get(key, 0) + 1
             pieces: dict[str, list[tuple[Any, Any]]] = {}
             for group in groups:
-                steps = _group_steps(group)
+                steps = group_steps(group)
                 alone = [k for k in group[1] if seen[k] == 1]
                 if alone:
                     self._note_group(alone, steps)
                 if len(alone) == len(group[1]):
                     continue
-                order = group[5]
-                if order is None:
-                    order = np.arange(len(steps))
-                elif isinstance(order, bytes):
-                    order = np.frombuffer(order, dtype=np.int64)
-                else:
-                    order = np.asarray(order, dtype=np.int64)
+                order = group_order(group, len(steps))
                 for key in group[1]:
                     if seen[key] > 1:
                         pieces.setdefault(key, []).append((steps, order))
@@ -503,7 +479,7 @@ class Writer:
         try:
             replay_run(self.store, self.run_id, applier=self.applier)
             last = self._last_record
-            applied = recorded_offsets(self.store, self.run_id).get(last[0], 0) if last else 0
+            applied = self.store.applied_offsets(self.run_id).get(last[0], 0) if last else 0
         except Exception as exc:  # noqa: BLE001
             self._record_error("store", exc)
             return

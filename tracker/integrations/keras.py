@@ -20,9 +20,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 import tracker
-from tracker.api import init_local_run
-from tracker.integrations._common import TrainingRuns
-from tracker.rank_utils import detect_rank
+from tracker.integrations._common import (
+    TrainingRuns,
+    next_step,
+    record_config,
+    record_frameworks,
+    records_here,
+)
 
 __all__ = ["TrackerCallback"]
 
@@ -30,15 +34,20 @@ __all__ = ["TrackerCallback"]
 class TrackerCallback(keras.callbacks.Callback):
     """Log a Keras ``fit`` to a tracker run.
 
-    Records the fit parameters, the optimizer's config and the model summary when
-    training starts; each epoch's logs at the epoch index (``train/<metric>``,
-    ``val/<metric>``, ``train/lr``); with ``log_every_n_batches=N`` every N-th batch's
-    logs at the global batch step (``batch/<metric>``).
+    Records when training starts the fit parameters (``config/fit/...``), the optimizer's
+    config (``config/optimizer/...``), the Keras version and backend
+    (``config/framework/keras_version``, ``keras_backend`` and the backend's version,
+    e.g. ``tensorflow_version``) and the model summary (``model/...``); each epoch's logs
+    at the epoch index (``train/<metric>``, ``val/<metric>``, ``train/lr``); with
+    ``log_every_n_batches=N`` every N-th batch's logs at the global batch step
+    (``batch/<metric>``).
 
-    Pass an open ``run`` (the callback never closes it), or leave it out and the callback
-    opens one with ``project`` and ``init_run_kwargs`` on the chief worker only (rank 0
-    by ``tracker.rank_utils.detect_rank``, which reads ``TF_CONFIG``) and closes it when
-    training ends. Other workers record nothing.
+    The first argument is an open ``Run`` (the callback never closes it) or a project
+    name; ``run=`` and ``project=`` say the same by keyword. Without a run the callback
+    opens one, with the other keyword arguments for ``tracker.init_run``, on the chief
+    worker only (the writer rank by ``tracker.rank_utils``, which reads ``TF_CONFIG``)
+    and closes it when training ends. Other workers record nothing; with a given run, the
+    process where that run is the writer's records.
 
     One callback, several fits:
 
@@ -60,9 +69,11 @@ class TrackerCallback(keras.callbacks.Callback):
       known (a dataset of unknown size, in a new process), the run goes on without a
       rewind and the batches after its last step. A run passed in is never rewound.
 
-    >>> cb = TrackerCallback(project="mnist", log_every_n_batches=50, tags=["cnn"])
-    >>> model.fit(x, y, validation_split=0.1, epochs=3, callbacks=[cb])
-    >>> model.fit(x, y, validation_split=0.1, epochs=6, initial_epoch=3, callbacks=[cb])
+    >>> cb = TrackerCallback("mnist", log_every_n_batches=50, tags=["cnn"])
+    >>> model.fit(x, y, validation_split=0.1, epochs=3, callbacks=[cb])  # doctest: +SKIP
+    >>> model.fit(x, y, epochs=6, initial_epoch=3, callbacks=[cb])  # doctest: +SKIP
+    >>> with tracker.init_run(project="mnist") as run:  # doctest: +SKIP
+    ...     model.fit(x, y, epochs=3, callbacks=[TrackerCallback(run)])  # run stays open
     """
 
     # Keras runs batch hooks of async-safe callbacks on a worker thread, so the training
@@ -72,9 +83,11 @@ class TrackerCallback(keras.callbacks.Callback):
 
     def __init__(
         self,
-        run: tracker.Run | None = None,
+        run_or_project: tracker.Run | str | None = None,
+        /,
         *,
         project: str | None = None,
+        run: tracker.Run | None = None,
         log_every_n_batches: int | None = None,
         log_model_summary: bool = True,
         **init_run_kwargs: Any,
@@ -82,26 +95,12 @@ class TrackerCallback(keras.callbacks.Callback):
         super().__init__()
         if log_every_n_batches is not None and log_every_n_batches < 1:
             raise ValueError(f"log_every_n_batches must be >= 1, got {log_every_n_batches}")
-        if run is not None and (project is not None or init_run_kwargs):
-            raise ValueError("pass either run= or project=/init_run arguments, not both")
-        self._given_run = run
-        self._project = project
-        self._init_kwargs = init_run_kwargs
+        # Only the chief opens a run, as this process's own: Keras reduced the figures.
+        self._runs = TrainingRuns.from_arguments(
+            run_or_project, run=run, project=project, init_kwargs=init_run_kwargs, local=True
+        )
         self._every = log_every_n_batches
         self._summary = log_model_summary
-        if run is not None:
-            self._runs = TrainingRuns(run=run)
-        else:
-            kwargs = dict(init_run_kwargs)
-            self._runs = TrainingRuns(
-                project=project,
-                name=kwargs.pop("name", None),
-                run_id=kwargs.pop("run_id", None),
-                tags=kwargs.pop("tags", ()),
-                store=kwargs.pop("store", None),
-                init_kwargs=kwargs,
-                opener=_open_run,
-            )
         self.run: tracker.Run | None = None
         self._lock = threading.Lock()
         self._chief = False  # whether this process records (decided per fit)
@@ -137,7 +136,7 @@ class TrackerCallback(keras.callbacks.Callback):
         self._began = False
         self._batches = 0
         self._pending = {}
-        self._chief = self._given_run is not None or detect_rank().rank == 0
+        self._chief = records_here(self._runs.given)
         # The run is chosen at the first epoch: only then does Keras say which epoch
         # this fit starts from (initial_epoch, or BackupAndRestore's, set in its own
         # on_train_begin, which may come after this one).
@@ -148,6 +147,7 @@ class TrackerCallback(keras.callbacks.Callback):
         if not self._chief:
             return
         runs = self._runs
+        batch_start: int | None  # known here by the end of either branch
         if first_epoch == 0:
             run = runs.start()
             base, batch_start = runs.offset, 0
@@ -169,16 +169,21 @@ class TrackerCallback(keras.callbacks.Callback):
                 run = runs.current()
                 runs.trainings += 1
             if batch_start is None:
-                batch_start = max(0, run._next_step() - base)
+                batch_start = max(0, next_step(run) - base)
         self.run, self._base, self._epoch_start = run, base, batch_start
         self._reached = (first_epoch, batch_start)
         fit = {k: v for k, v in (self.params or {}).items() if v is not None and k != "verbose"}
-        if fit:
-            run["fit"] = _plain(fit)
+        record_config(run, fit, under="fit")
         model = self.model
         optimizer = getattr(model, "optimizer", None)
         if optimizer is not None:
-            run["optimizer"] = _plain(optimizer.get_config())
+            # The config's name is the instance's (adam, adam_1, ... in one process): the
+            # class is what runs are compared by.
+            config = {**optimizer.get_config(), "class": type(optimizer).__name__}
+            record_config(run, config, under="optimizer")
+        backend = keras.backend.backend()
+        # The backend is a module of the same name (tensorflow, torch, jax, numpy).
+        record_frameworks(run, "keras", backend, keras_backend=backend)
         self._summary_due = self._summary and model is not None
         self._record_summary()
 
@@ -258,12 +263,6 @@ class TrackerCallback(keras.callbacks.Callback):
             self._runs.end("finished")  # closes a run the callback opened; flushes a given one
 
 
-def _open_run(project: str | None, **kwargs: Any) -> tracker.Run:
-    # The framework already reduced the metrics and made this process the only writer,
-    # so the run is this process's alone: no other rank joins a coordinator here.
-    return init_local_run(project, **kwargs)
-
-
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
@@ -275,12 +274,3 @@ def _learning_rate(optimizer: Any) -> float | None:
         return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
     except Exception:  # noqa: BLE001 - a custom optimizer without a readable rate
         return None
-
-
-def _plain(value: Any) -> Any:
-    """Nested dicts of values the run accepts; anything else as its text."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, bool | int | float | str):
-        return value
-    return str(value)

@@ -22,15 +22,18 @@ from __future__ import annotations
 import copy
 import os
 import sys
-import time
 import warnings
 from argparse import Namespace
 from collections.abc import Mapping
 from typing import Any
 
 import tracker
-from tracker.core.values import readable
-from tracker.integrations._common import TrainingRuns
+from tracker.integrations._common import (
+    StepTimer,
+    TrainingRuns,
+    record_config,
+    record_frameworks,
+)
 
 try:
     from lightning.pytorch.callbacks import Callback as _Callback
@@ -49,6 +52,9 @@ except ImportError:
 
 __all__ = ["TrackerLogger"]
 
+# "lightning" or "pytorch_lightning": whichever package the Logger came from.
+_PACKAGE = _Logger.__module__.split(".", 1)[0]
+
 # Lightning's finalize statuses. "finished" only comes from the SLURM requeue handler,
 # which saves a checkpoint and stops: the job was preempted, not done.
 _STATUS = {"success": "finished", "failed": "failed", "finished": "terminated"}
@@ -58,13 +64,18 @@ _STATE_KEY = "TrackerLogger"
 class TrackerLogger(_Logger):
     """Send a Lightning run to tracker: metrics, hyperparameters, checkpoints, per-rank figures.
 
-    Give it a ``project`` (the run is created when Lightning first needs it, on every rank,
-    and closed by ``finalize``) or an existing ``run`` (flushed but left open at the end).
+    The first argument is a project name (the run is created when Lightning first needs
+    it, on every rank, and closed by ``finalize``) or an open ``Run`` (flushed but left
+    open at the end); ``project=`` and ``run=`` say the same by keyword, and other keyword
+    arguments (``name=``, ``run_id=``, ``tags=``, ``store=``, ``config=``, ``mode=``, ...)
+    go to ``tracker.init_run``.
 
     >>> from lightning.pytorch import Trainer
     >>> from tracker.integrations.lightning import TrackerLogger
-    >>> trainer = Trainer(logger=TrackerLogger(project="mnist"), max_epochs=3)
+    >>> trainer = Trainer(logger=TrackerLogger("mnist", tags=["cnn"]), max_epochs=3)
     >>> trainer.fit(model)  # doctest: +SKIP
+    >>> with tracker.init_run(project="mnist") as run:  # doctest: +SKIP
+    ...     Trainer(logger=TrackerLogger(run)).fit(model)  # the run stays open after fit
 
     ``experiment`` is the ``Run`` on the writing rank and Lightning's no-op stand-in on the
     others, as Lightning expects; ``logger.run`` is the ``Run`` on every rank.
@@ -80,37 +91,33 @@ class TrackerLogger(_Logger):
     run's last step instead. ``trainer.validate()``/``test()`` write to the run of the last
     training, at Lightning's step.
 
-    ``prefix`` is put before every metric name (``prefix/name``); ``per_rank=False`` turns
-    off the per-rank figures (``per_rank/step_time``, ``per_rank/samples_per_second``,
-    ``per_rank/train_loss``, logged by every rank at Lightning's step). Other keyword
-    arguments (``mode=``, ``config=``, ...) go to ``tracker.init_run``.
+    Hyperparameters (``save_hyperparameters``) go under ``config/``, the versions of
+    Lightning and torch under ``config/framework/`` (``lightning_version``,
+    ``torch_version``). ``prefix`` is put before every metric name (``prefix/name``);
+    ``per_rank=False`` turns off the per-rank figures (``per_rank/step_time``,
+    ``per_rank/samples_per_second``, ``per_rank/train_loss``, logged by every rank at
+    Lightning's step).
     """
 
     def __init__(
         self,
-        project: str | None = None,
+        run_or_project: tracker.Run | str | None = None,
+        /,
         *,
+        project: str | None = None,
         run: tracker.Run | None = None,
-        name: str | None = None,
-        run_id: str | None = None,
-        tags: tuple[str, ...] | list[str] = (),
-        store: str | os.PathLike[str] | None = None,
         save_dir: str | os.PathLike[str] | None = None,
         prefix: str = "",
         per_rank: bool = True,
-        **init_kwargs: Any,
+        **init_run_kwargs: Any,
     ) -> None:
         super().__init__()
-        if run is not None and (project is not None or run_id is not None):
-            raise ValueError("TrackerLogger takes either an existing run or project/run_id")
-        self._runs = TrainingRuns(
+        self._runs = TrainingRuns.from_arguments(
+            run_or_project,
             run=run,
             project=project,
-            name=name,
-            run_id=run_id,
-            tags=tags,
-            store=store,
-            init_kwargs=init_kwargs,
+            init_kwargs=init_run_kwargs,
+            who="TrackerLogger",
         )
         self._save_dir = os.fspath(save_dir) if save_dir is not None else None
         self._prefix = prefix
@@ -177,11 +184,10 @@ class TrackerLogger(_Logger):
     def log_hyperparams(
         self, params: Mapping[str, Any] | Namespace, *args: Any, **kwargs: Any
     ) -> None:
-        if isinstance(params, Namespace):
-            params = vars(params)
         run = self.run
-        if run.is_writer and params:
-            run["config"] = _readable_tree(params)
+        if run.is_writer:
+            record_config(run, params)
+            _record_frameworks(run)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         run = self.run
@@ -307,6 +313,9 @@ class TrackerLogger(_Logger):
                 # from 0 again (a new Trainer). The same Trainer trained further goes on
                 # from its own ``global_step``: only the difference is added.
                 runs.offset = max(0, runs.offset - int(trainer.global_step))
+        run = runs.current()
+        if run.is_writer:
+            _record_frameworks(run)
         self._trained = False
 
 
@@ -319,8 +328,7 @@ class _RankFigures(_Callback):
     def __init__(self, logger: TrackerLogger) -> None:
         super().__init__()
         self.logger = logger
-        self._step = 0
-        self._started: float | None = None
+        self._timer = StepTimer()
 
     @property
     def state_key(self) -> str:
@@ -338,26 +346,21 @@ class _RankFigures(_Callback):
         self.logger._trained = True
         if not self.logger._per_rank:
             return
-        self._step = trainer.global_step + self.logger._runs.offset
-        self._started = time.perf_counter()
+        self._timer.start(trainer.global_step + self.logger._runs.offset)
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self._started is None:
+        timed = self._timer.stop(_batch_size(batch))
+        if timed is None:
             return
-        elapsed = time.perf_counter() - self._started
-        self._started = None
-        figures: dict[str, Any] = {"per_rank/step_time": elapsed}
-        size = _batch_size(batch)
-        if size and elapsed > 0:
-            figures["per_rank/samples_per_second"] = size / elapsed
+        figures: dict[str, Any] = dict(timed)
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if loss is not None and getattr(loss, "numel", lambda: 0)() == 1:
             # Detached: the value is read later (on the writer thread for accelerator
             # tensors), never holding the autograd graph.
             figures["per_rank/train_loss"] = loss.detach()
-        self.logger.run.log(figures, step=self._step)
+        self.logger.run.log(figures, step=self._timer.step)
 
     def state_dict(self) -> dict[str, Any]:
         if self.logger.version is None:
@@ -442,18 +445,8 @@ def _batch_size(batch: Any) -> int | None:
     return None
 
 
-def _readable_tree(params: Mapping[Any, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, Namespace):
-            value = vars(value)
-        if isinstance(value, Mapping):
-            out[str(key)] = _readable_tree(value)
-        elif callable(value) and not hasattr(value, "numel"):
-            out[str(key)] = getattr(value, "__qualname__", None) or _short_text(repr(value))
-        else:
-            out[str(key)] = readable(value)
-    return out
+def _record_frameworks(run: tracker.Run) -> None:
+    record_frameworks(run, _PACKAGE, "torch")
 
 
 def _short_text(text: str, limit: int = 4000) -> str:

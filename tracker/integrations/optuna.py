@@ -31,11 +31,20 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 import tracker
+from tracker.integrations._common import (
+    CONFIG,
+    clean_params,
+    framework_versions,
+    store_of,
+    take_run_or_project,
+)
 
 __all__ = ["TrackerCallback"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _STATES = {TrialState.COMPLETE: "finished", TrialState.PRUNED: "finished"}
+STUDY_TAG = "optuna-study"  # the study's record
+STUDY_RUN_FIELD = "lineage/study_run"  # in each trial run: the id of its study's record
 
 # Threads of one process share this lock per study; processes use a lock file beside it.
 _record_locks: dict[str, threading.Lock] = {}
@@ -45,7 +54,8 @@ _record_locks_guard = threading.Lock()
 class TrackerCallback:
     """Record every trial of an Optuna study as a tracker run.
 
-    Each trial's run holds its params (``config/<param>``), its value or values
+    Each trial's run holds its params (``config/<param>``), the Optuna version
+    (``config/framework/optuna_version``), its value or values
     (``trial/value``, ``trial/values/<metric>``), state (``trial/state``: complete, pruned,
     fail), duration and the values reported with ``trial.report`` as the series
     ``trial/intermediate`` at their steps. Pruned trials are tagged ``pruned``; failed
@@ -54,8 +64,13 @@ class TrackerCallback:
     ``tracker.list_runs(tags=["study:NAME"])`` or
     ``tracker.list_runs(config={"sweep": {"study": "NAME"}})`` finds them.
 
-    The study itself has one run (tag ``optuna-study``, id from :meth:`study_run_id`)
-    holding its direction(s) and best trial, rewritten after every trial.
+    The study itself has one record holding its direction(s) and best trial
+    (``study/...``), rewritten after every trial; each trial run names it in
+    ``lineage/study_run``. The first argument is a project name, and the record is a run of
+    its own (tag ``optuna-study``, id from :meth:`study_run_id`), or an open ``Run``, which
+    then is the record (and is left open: it is yours); its project and store take the
+    trial runs. ``project=`` and ``run=`` say the same by keyword, and other keyword
+    arguments go to ``tracker.init_run`` for every trial run.
 
     Inside the objective, :meth:`run_for` gives the trial's own run for per-epoch curves;
     decorate the objective with :meth:`track` so that a trial whose exception Optuna
@@ -70,14 +85,38 @@ class TrackerCallback:
     ...         run.log({"val/loss": train_one_epoch(trial)}, step=epoch)
     ...     return evaluate()
     >>> study.optimize(objective, n_trials=20, n_jobs=4, callbacks=[cb])
+    >>> with tracker.init_run(project="sweeps") as sweep:  # doctest: +SKIP
+    ...     study.optimize(objective, n_trials=20, callbacks=[TrackerCallback(sweep)])
     """
 
-    def __init__(self, project: str | None = None, **init_run_kwargs: Any) -> None:
+    def __init__(
+        self,
+        run_or_project: tracker.Run | str | None = None,
+        /,
+        *,
+        project: str | None = None,
+        run: tracker.Run | None = None,
+        **init_run_kwargs: Any,
+    ) -> None:
         for name in ("run_id", "resume", "config", "fork_from"):
             if name in init_run_kwargs:
                 raise ValueError(f"{name}= is chosen per trial by TrackerCallback")
+        # A given run is the study's record; the init_run arguments are the trials'.
+        given, project = take_run_or_project(
+            run_or_project,
+            run=run,
+            project=project,
+            init_kwargs=init_run_kwargs,
+            init_kwargs_with_run=True,
+        )
+        if given is not None:
+            project = given.project
+            if init_run_kwargs.get("store") is None and store_of(given) is not None:
+                init_run_kwargs["store"] = store_of(given)
+        self._record = given
         self._project = project
-        self._tags = list(init_run_kwargs.pop("tags", ()))
+        tags = init_run_kwargs.pop("tags", ())
+        self._tags = [tags] if isinstance(tags, str) else list(tags)
         self._init_kwargs = init_run_kwargs
         self._runs: dict[tuple[str, int], tracker.Run] = {}
         self._lock = threading.Lock()
@@ -85,6 +124,11 @@ class TrackerCallback:
     def __getstate__(self) -> dict[str, Any]:
         # Frameworks copy or pickle callbacks (spawned workers, deep copies); a lock
         # cannot travel, and a fresh one is what the copy needs.
+        if self._record is not None:
+            raise TypeError(
+                "a TrackerCallback holding an open run cannot be sent to other processes; "
+                "construct it with a project name there"
+            )
         state = dict(self.__dict__)
         state.pop("_lock", None)
         return state
@@ -102,6 +146,11 @@ class TrackerCallback:
         digest = hashlib.sha1(f"{name}\0{study._study_id}".encode()).hexdigest()[:10]
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:60]
         return f"optuna-{slug}-{digest}" if slug else f"optuna-{digest}"
+
+    def record_run_id(self, study: optuna.Study) -> str:
+        """The id of the run holding the study's record: the given run, or
+        :meth:`study_run_id`."""
+        return self._record.id if self._record is not None else self.study_run_id(study)
 
     @staticmethod
     def study_tag(study: optuna.Study) -> str:
@@ -141,7 +190,7 @@ class TrackerCallback:
         if run is None:
             run = self._open(study, trial.number, trial.params)
             self._pop(study, trial.number)
-        run["config"] = {k: _plain(v) for k, v in trial.params.items()}
+        run[CONFIG] = clean_params(trial.params)
         state = trial.state.name.lower()
         run["trial/state"] = state
         run["trial/number"] = trial.number
@@ -173,8 +222,9 @@ class TrackerCallback:
         with self._lock:
             run = self._runs.get(key)
             if run is None:
-                config = {k: _plain(v) for k, v in params.items()}
+                config = clean_params(params)
                 config["sweep"] = {"study": study.study_name, "trial": number}
+                config["framework"] = framework_versions("optuna")
                 run = tracker.init_run(
                     self._project,
                     run_id=f"{self.study_run_id(study)}-t{number}",
@@ -184,6 +234,8 @@ class TrackerCallback:
                     resume="allow",
                     **self._init_kwargs,
                 )
+                if run.is_writer:
+                    run[STUDY_RUN_FIELD] = self.record_run_id(study)
                 self._runs[key] = run
             return run
 
@@ -193,7 +245,7 @@ class TrackerCallback:
 
     def _update_study_record(self, study: optuna.Study) -> None:
         run_id = self.study_run_id(study)
-        with _record_lock(run_id):
+        with _record_lock(self.record_run_id(study)):
             # Read the study inside the lock: the last writer then holds the newest view,
             # so the record ends right whatever order the trials finish in.
             trials = study.get_trials(deepcopy=False)
@@ -207,20 +259,34 @@ class TrackerCallback:
                 fields["direction"] = study.direction.name.lower()
                 best = _best_single(study)
                 if best is not None:
+                    # best_trial is a COMPLETE trial, and a complete trial has its value.
+                    assert best.value is not None
                     fields["best_trial"] = best.number
                     fields["best_value"] = float(best.value)
                     fields["best_params"] = json.dumps(best.params, default=str)
-                    fields["best_run"] = f"{run_id}-t{best.number}"
+                    fields["best_run"] = f"{run_id}-t{best.number}"  # the trial's run
             else:
                 front = sorted(t.number for t in study.best_trials)
                 fields["best_trials"] = json.dumps(front)
+            config = {
+                "sweep": {"study": study.study_name},
+                "framework": framework_versions("optuna"),
+            }
+            if self._record is not None:
+                # The user's run is the record: written, made durable, left open.
+                record = self._record
+                record[CONFIG] = clean_params(config)
+                record.add_tags(STUDY_TAG)
+                record["study"] = fields
+                record.flush()
+                return
             kwargs = {"system_metrics": False, **self._init_kwargs}
             record = tracker.init_run(
                 self._project,
                 run_id=run_id,
                 name=study.study_name,
-                tags=["optuna-study", *self._tags],
-                config={"sweep": {"study": study.study_name}},
+                tags=[STUDY_TAG, *self._tags],
+                config=config,
                 resume="allow",
                 **kwargs,
             )
@@ -240,10 +306,6 @@ def _metric_names(study: optuna.Study) -> list[str]:
     if names and len(names) == len(study.directions):
         return [str(n).replace("/", "_") for n in names]
     return [str(i) for i in range(len(study.directions))]
-
-
-def _plain(value: Any) -> Any:
-    return value if isinstance(value, bool | int | float | str) else str(value)
 
 
 @contextlib.contextmanager

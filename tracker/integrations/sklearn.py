@@ -3,7 +3,8 @@
 Importing this module imports scikit-learn; ``import tracker`` never imports it.
 
 >>> from tracker.integrations.sklearn import log_estimator
->>> log_estimator(run, model.fit(X_train, y_train), X_test, y_test)
+>>> log_estimator(run, model.fit(X_train, y_train), X_test, y_test)  # into your open run
+>>> log_estimator("iris", model, X_test, y_test)  # a run of its own, opened and closed
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 import tracker
+from tracker.integrations._common import (
+    CONFIG,
+    clean_value,
+    open_run,
+    record_frameworks,
+    take_run_or_project,
+)
 
 __all__ = ["log_estimator"]
 
@@ -32,17 +40,27 @@ _SEARCH_KEY = re.compile(r"^(mean|std|rank)_(test|train)_|^(mean|std)_(fit|score
 
 
 def log_estimator(
-    run: tracker.Run,
-    estimator: Any,
+    run_or_project: tracker.Run | str | None = None,
+    /,
+    estimator: Any = None,
     X_test: Any = None,
     y_test: Any = None,
     prefix: str = "model",
+    *,
+    project: str | None = None,
+    run: tracker.Run | None = None,
+    **init_run_kwargs: Any,
 ) -> dict[str, float]:
     """Record a fitted estimator's params, test metrics and search results under ``prefix``.
 
-    - ``<prefix>/estimator``: the class name; ``<prefix>/params/...``: ``get_params``,
-      nested pipelines flattened (``params/clf/C``; a nested estimator's class name at
-      ``params/clf/class``).
+    The first argument is an open ``Run`` (written into and left open) or a project name
+    (a run is opened with the other keyword arguments for ``tracker.init_run``, written
+    and closed: ``finished``, or ``failed`` if recording raises); ``run=`` and
+    ``project=`` say the same by keyword.
+
+    - ``config/<prefix>/estimator``: the class name; ``config/<prefix>/params/...``:
+      ``get_params``, nested pipelines flattened (``params/clf/C``; a nested estimator's
+      class name at ``params/clf/class``); ``config/framework/sklearn_version``.
     - With ``X_test`` and ``y_test``, ``<prefix>/metrics/...``: for a classifier accuracy,
       precision, recall and F1 (binary, else macro-averaged), ROC AUC when it has
       ``predict_proba`` and the confusion matrix (``confusion_matrix/<true>/<pred>``
@@ -57,11 +75,30 @@ def log_estimator(
     >>> run = tracker.init_run(project="iris")
     >>> log_estimator(run, GridSearchCV(pipe, grid).fit(X, y), X_test, y_test)
     {'accuracy': 0.97, ...}
+    >>> log_estimator(project="iris", estimator=model, tags=["baseline"])
+    {}
     """
-    run[f"{prefix}/estimator"] = type(estimator).__name__
+    if estimator is None:
+        raise TypeError("log_estimator() needs the fitted estimator (second argument)")
+    given, project = take_run_or_project(
+        run_or_project, run=run, project=project, init_kwargs=init_run_kwargs, who="log_estimator"
+    )
+    if given is not None:
+        scores = _record(given, estimator, X_test, y_test, prefix)
+        given.flush()
+        return scores
+    with open_run(project, **init_run_kwargs) as opened:  # closed failed if this raises
+        return _record(opened, estimator, X_test, y_test, prefix)
+
+
+def _record(
+    run: tracker.Run, estimator: Any, X_test: Any, y_test: Any, prefix: str
+) -> dict[str, float]:
+    run[f"{CONFIG}/{prefix}/estimator"] = type(estimator).__name__
     params = _params(estimator.get_params(deep=True))
     if params:
-        run[f"{prefix}/params"] = params
+        run[f"{CONFIG}/{prefix}/params"] = params
+    record_frameworks(run, "sklearn")
     if hasattr(estimator, "cv_results_"):
         _log_search(run, estimator, f"{prefix}/search")
     if X_test is None or y_test is None:
@@ -79,7 +116,7 @@ def log_estimator(
         warnings.warn(
             f"log_estimator: {type(estimator).__name__} is neither a classifier nor a "
             "regressor; recorded its params but no test metrics",
-            stacklevel=2,
+            stacklevel=3,
         )
         return {}
     scores = {k: float(v) for k, v in scores.items()}
@@ -112,13 +149,13 @@ def _classification(
                     y, proba, multi_class="ovr", labels=classes
                 )
         except ValueError as exc:  # e.g. a class missing from y_test
-            warnings.warn(f"log_estimator: ROC AUC not recorded: {exc}", stacklevel=3)
+            warnings.warn(f"log_estimator: ROC AUC not recorded: {exc}", stacklevel=4)
     matrix = metrics.confusion_matrix(y, y_pred, labels=classes)
     names = [_part(c) for c in classes]
     run[f"{prefix}/confusion_matrix"] = {
         t: {p: int(matrix[i, j]) for j, p in enumerate(names)} for i, t in enumerate(names)
     }
-    run[f"{prefix}/confusion_matrix_labels"] = json.dumps([_plain(c) for c in classes])
+    run[f"{prefix}/confusion_matrix_labels"] = json.dumps([clean_value(c) for c in classes])
     return scores
 
 
@@ -133,7 +170,7 @@ def _log_search(run: tracker.Run, search: Any, prefix: str) -> None:
         numeric = all(
             isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in values
         )
-        points = [float(v) for v in values] if numeric else [str(_plain(v)) for v in values]
+        points = [float(v) for v in values] if numeric else [str(clean_value(v)) for v in values]
         run[f"{prefix}/params/{name.replace('__', '/')}"].extend(points, steps=present)
     for key in sorted(results):
         if _SEARCH_KEY.match(key):
@@ -163,9 +200,9 @@ def _params(params: Mapping[str, Any]) -> dict[str, Any]:
                 child = node[part] = {"value": child}
             node = child
         if isinstance(node.get(leaf), dict):
-            node[leaf]["value"] = _plain(value)
+            node[leaf]["value"] = clean_value(value)
         else:
-            node[leaf] = _plain(value)
+            node[leaf] = clean_value(value)
     return out
 
 
@@ -178,14 +215,4 @@ def _is_step_list(value: Any) -> bool:
 
 
 def _part(value: Any) -> str:
-    return str(_plain(value)).replace("/", "_") or "_"
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return str(value)
+    return str(clean_value(value)).replace("/", "_") or "_"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,9 +28,14 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 import tracker
-from tracker.core.values import readable
 from tracker.integrations import _hf_hook
-from tracker.integrations._common import TrainingRuns
+from tracker.integrations._common import (
+    CONFIG,
+    StepTimer,
+    TrainingRuns,
+    clean_params,
+    framework_versions,
+)
 
 __all__ = ["TrackerCallback", "CHECKPOINT_MARKER"]
 
@@ -51,47 +55,49 @@ _SUMMARY_KEYS = (
 class TrackerCallback(TrainerCallback):
     """Record a Hugging Face ``Trainer`` run in tracker.
 
-    ``project``, ``run_id`` and ``store`` default to ``$TRACKER_PROJECT``,
-    ``$TRACKER_RUN_ID`` and ``$TRACKER_STORE`` (which is how ``report_to=["tracker"]``,
-    with no arguments, is configured). Each ``train()`` gets its own run; later ones
-    (a second ``train()``, each ``hyperparameter_search`` trial) are linked to the first
-    by a ``group:<first run id>`` tag and ``lineage/previous_run``. Pass ``run`` to log
-    into a run you opened yourself: every training writes into it, each after the run's
-    last step, and it is flushed, not closed, at the end of training.
+    The first argument is a project name or an open ``Run``; ``project=`` and ``run=`` say
+    the same by keyword, and other keyword arguments (``name=``, ``run_id=``, ``tags=``,
+    ``store=``, ...) go to ``tracker.init_run``. ``project``, ``run_id`` and ``store``
+    default to ``$TRACKER_PROJECT``, ``$TRACKER_RUN_ID`` and ``$TRACKER_STORE`` (which is
+    how ``report_to=["tracker"]``, with no arguments, is configured). Each ``train()``
+    gets its own run; later ones (a second ``train()``, each ``hyperparameter_search``
+    trial) are linked to the first by a ``group:<first run id>`` tag and
+    ``lineage/previous_run``. Pass a run you opened yourself to log into it: every
+    training writes into it, each after the run's last step, and it is flushed, not
+    closed, at the end of training.
+
+    The run's config holds the training arguments (``config/training_args/...``), the
+    model's config (``config/model/...``), a search trial's name and params, and the
+    versions of transformers and torch (``config/framework/transformers_version``, ...).
 
     >>> from transformers import Trainer, TrainingArguments
     >>> from tracker.integrations.transformers import TrackerCallback
     >>> trainer = Trainer(model, TrainingArguments("out", report_to=[]),
-    ...                   train_dataset=ds, callbacks=[TrackerCallback(project="bert")])
+    ...                   train_dataset=ds, callbacks=[TrackerCallback("bert")])
     >>> trainer.train()  # doctest: +SKIP
+    >>> with tracker.init_run(project="bert") as run:  # doctest: +SKIP
+    ...     Trainer(model, args, train_dataset=ds, callbacks=[TrackerCallback(run)]).train()
     """
 
     def __init__(
         self,
-        project: str | None = None,
+        run_or_project: tracker.Run | str | None = None,
+        /,
         *,
+        project: str | None = None,
         run: tracker.Run | None = None,
-        name: str | None = None,
-        run_id: str | None = None,
-        tags: tuple[str, ...] | list[str] = (),
-        store: str | os.PathLike[str] | None = None,
         per_rank: bool = True,
-        **init_kwargs: Any,
+        **init_run_kwargs: Any,
     ) -> None:
-        if run is not None and (project is not None or run_id is not None):
-            raise ValueError("TrackerCallback takes either an existing run or project/run_id")
-        self._name = name
-        self._runs = TrainingRuns(
-            run=run,
-            project=project,
-            name=name,
-            run_id=None if run is not None else run_id or os.environ.get("TRACKER_RUN_ID") or None,
-            tags=tags,
-            store=store,
-            init_kwargs=init_kwargs,
+        opens_its_own = run is None and not isinstance(run_or_project, tracker.Run)
+        if opens_its_own and not init_run_kwargs.get("run_id"):
+            init_run_kwargs["run_id"] = os.environ.get("TRACKER_RUN_ID") or None
+        self._name: str | None = init_run_kwargs.get("name")
+        self._runs = TrainingRuns.from_arguments(
+            run_or_project, run=run, project=project, init_kwargs=init_run_kwargs
         )
         self._per_rank = per_rank
-        self._step_started: float | None = None
+        self._timer = StepTimer()
         self._training = False
         # Runs whose config this callback has recorded (once per run, or per training).
         self._configured: set[str] = set()
@@ -126,17 +132,18 @@ class TrackerCallback(TrainerCallback):
         self._configured.add(run.id)
         if not run.is_writer:
             return
-        config: dict[str, Any] = {"training_args": _readable_tree(args.to_dict())}
+        config: dict[str, Any] = {"training_args": args.to_dict()}
         model_config = getattr(model, "config", None)
         if model_config is not None and hasattr(model_config, "to_dict"):
-            config["model"] = _readable_tree(model_config.to_dict())
+            config["model"] = model_config.to_dict()
         trial_name = getattr(state, "trial_name", None)
         if trial_name:
             config["trial_name"] = str(trial_name)
         trial_params = getattr(state, "trial_params", None)
         if trial_params:
-            config["trial_params"] = _readable_tree(trial_params)
-        run["config"] = config
+            config["trial_params"] = trial_params
+        config["framework"] = framework_versions("transformers", "torch")
+        run[CONFIG] = clean_params(config)
 
     # -- Trainer events -------------------------------------------------------------------
 
@@ -160,23 +167,19 @@ class TrackerCallback(TrainerCallback):
             # The user's own run: its steps keep the offset they had when it was saved.
             runs.offset = int(marker.get("offset", 0))
         self._training = True
-        self._step_started = None
+        self._timer = StepTimer()
         # Every training records its arguments: a trial's differ from the last one's.
         self._record_config(run, args, model, state)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._step_started = time.perf_counter()
+        if self._per_rank:
+            self._timer.start(self._step(state))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not self._per_rank or self._step_started is None:
-            return
-        elapsed = time.perf_counter() - self._step_started
-        self._step_started = None
-        figures = {"per_rank/step_time": elapsed}
-        if elapsed > 0:
-            samples = args.per_device_train_batch_size * args.gradient_accumulation_steps
-            figures["per_rank/samples_per_second"] = samples / elapsed
-        self._current(args).log(figures, step=self._step(state))
+        samples = args.per_device_train_batch_size * args.gradient_accumulation_steps
+        figures = self._timer.stop(samples)
+        if figures is not None:
+            self._current(args).log(figures, step=self._step(state))
 
     def on_log(
         self,
@@ -211,7 +214,9 @@ class TrackerCallback(TrainerCallback):
     def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._settle_outside_training(args)
 
-    def on_predict(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+    def on_predict(
+        self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any
+    ) -> None:
         self._settle_outside_training(args)
 
     def _settle_outside_training(self, args: Any) -> None:
@@ -324,16 +329,6 @@ def _last_logged(history: list[dict[str, Any]], key: str) -> Any:
         if key in entry:
             return entry[key]
     return None
-
-
-def _readable_tree(params: Mapping[Any, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, Mapping):
-            out[str(key)] = _readable_tree(value)
-        else:
-            out[str(key)] = readable(value)
-    return out
 
 
 # Importing this module is enough for report_to=["tracker"], even without the .pth hook.

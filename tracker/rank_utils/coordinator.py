@@ -32,6 +32,7 @@ import time
 import warnings
 from typing import Any
 
+from ..core import ops
 from ..core.batch import columnize
 from ..core.journal import decode
 from ..core.run import Run
@@ -200,8 +201,9 @@ class Gatherer:
             self._connected = True
             while self._remaining:
                 source, kind, payload = gloo.receive()
-                if payload:
-                    self._ingest(source, decode(payload))
+                ended = receive(self.run, source, payload)
+                if ended is not None and ended[0] == "failed":
+                    self.failed[source] = ended[1] or ""
                 if kind == transport.BYE:
                     self._remaining.discard(source)
         except Exception as exc:  # noqa: BLE001 - a lost rank must not take the run down
@@ -219,18 +221,6 @@ class Gatherer:
             gloo = None  # noqa: F841 - drop our reference before the store goes
             self.link.release()
             self._done.set()
-
-    def _ingest(self, source: int, ops: list[Any]) -> None:
-        for op in ops:
-            if op[0] == "rank_status":
-                _, status, ts, error = op
-                self.run._ingest(("set", f"ranks/{source}/status", "str", status, ts))
-                if error:
-                    self.run._ingest(("set", f"ranks/{source}/traceback", "str", error, ts))
-                if status == "failed":
-                    self.failed[source] = error or ""
-            else:
-                self.run._ingest(op)
 
     def finish(self, timeout: float) -> None:
         """Wait (at most ``timeout`` s) for every rank's goodbye, then stop listening."""
@@ -250,8 +240,48 @@ class Gatherer:
 # -- the other ranks ----------------------------------------------------------------------
 
 
+def receive(run: Run, source: int, payload: bytes) -> tuple[str, str | None] | None:
+    """Queue into rank 0's ``run`` one message of rank ``source`` (a ``shipment``).
+
+    What the ``Gatherer`` does with every message it receives. Returns (status, error)
+    when the message carries the rank's close, else None.
+    """
+    ended = None
+    for op in decode(payload) if payload else ():
+        if op[0] == ops.RANK_STATUS:
+            _, status, ts, error = op
+            run._ingest(ops.set_value(f"ranks/{source}/status", "str", status, ts))
+            if error:
+                run._ingest(ops.set_value(f"ranks/{source}/traceback", "str", error, ts))
+            ended = (status, error)
+        else:
+            run._ingest(op)
+    return ended
+
+
+def shipment(queued: list[Any], rank: int) -> bytes:
+    """What rank ``rank`` sends rank 0 for its ``queued`` operations (``ops.py``).
+
+    Log calls become columns, as in the journal, marked with the rank; single values and
+    file references go under ``ranks/<rank>/``; its close becomes a "rank_status".
+    """
+    out: list[Any] = []
+    for op in columnize(queued, rank):
+        tag = op[0]
+        if tag == ops.SET:
+            _, path, kind, value, ts = op
+            out.append(ops.set_value(f"ranks/{rank}/{path}", kind, value, ts))
+        elif tag == ops.FILE:
+            out.append(ops.file_ref(f"ranks/{rank}/{op[1]}", op[2]))
+        elif tag == ops.STATUS:
+            out.append(ops.rank_status(op[1], op[2], op[3]))
+        else:
+            out.append(op)
+    return _encode(out)
+
+
 class Shipper:
-    """The writer of a non-writer rank: batches its ops and sends them to rank 0."""
+    """The ``ops.Writer`` of a non-writer rank: batches its ops and sends them to rank 0."""
 
     # No back-pressure: what a rank logs leaves the process every flush interval.
     max_queue = 1 << 62
@@ -263,6 +293,10 @@ class Shipper:
         self.info = info
         self.link = link
         self.queue: collections.deque[Any] = collections.deque()
+        # Lower steps are warned about at the call where the writer knows the series'
+        # last step; a shipper learns none, so its rank's run never warns.
+        self.series_last: dict[str, int] = {}
+        self.lower_warned: set[str] = set()
         self.flush_interval = flush_interval
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -289,12 +323,13 @@ class Shipper:
                 with self._cv:
                     requested = self._requested
                 closing = self._closing
-                ops = self._drain()
+                popleft = self.queue.popleft
+                payload = shipment([popleft() for _ in range(len(self.queue))], self.info.rank)
                 if closing:
-                    gloo.send(transport.BYE, _encode(ops))
+                    gloo.send(transport.BYE, payload)
                     return
-                if ops:
-                    gloo.send(transport.DATA, _encode(ops))
+                if payload:
+                    gloo.send(transport.DATA, payload)
                 with self._cv:
                     self._done = requested
                     self._cv.notify_all()
@@ -312,23 +347,6 @@ class Shipper:
             with self._cv:
                 self._done = self._requested
                 self._cv.notify_all()
-
-    def _drain(self) -> list[Any]:
-        popleft = self.queue.popleft
-        raw = [popleft() for _ in range(len(self.queue))]
-        rank = self.info.rank
-        out: list[Any] = []
-        for op in columnize(raw, rank):
-            tag = op[0]
-            if tag == "set":
-                out.append(("set", f"ranks/{rank}/{op[1]}", *op[2:]))
-            elif tag == "file":
-                out.append(("file", f"ranks/{rank}/{op[1]}", op[2]))
-            elif tag == "status":
-                out.append(("rank_status", op[1], op[2], op[3]))
-            else:
-                out.append(op)
-        return out
 
     def flush(self, timeout: float | None = None) -> None:
         with self._cv:
@@ -362,10 +380,10 @@ def _disabled(info: RankInfo, project: str, name: str | None, run_id: str | None
     return run
 
 
-def _encode(ops: list[Any]) -> bytes:
+def _encode(shipped: list[Any]) -> bytes:
     import pickle
 
-    return pickle.dumps(ops, protocol=5) if ops else b""
+    return pickle.dumps(shipped, protocol=5) if shipped else b""
 
 
 # -- entry point --------------------------------------------------------------------------
@@ -408,10 +426,15 @@ def open_distributed_run(
         run = open_run(project, name=name, run_id=run_id, mode=mode, run_class=WriterRun, **kwargs)
         run.rank, run.world_size, run.is_writer = 0, info.world_size, True
         if gather:
-            run._gatherer = Gatherer(run, _Link(info, run_id, store))
+            assert run_id is not None  # _agree_on_run_id gave one whenever gather is true
+            # open_run returns a run_class (WriterRun) instance, or the run this process
+            # already has open under run_id; the gatherer goes on whichever it returns
+            # (WriterRun.close reads it with getattr for that reason).
+            run._gatherer = Gatherer(run, _Link(info, run_id, store))  # type: ignore[attr-defined]
         return run
     if not gather:
         return _disabled(info, project, name, run_id)
+    assert run_id is not None  # _agree_on_run_id gave one whenever gather is true
     shipper = Shipper(info, _Link(info, run_id, store))
     run = Run(
         run_id=run_id,

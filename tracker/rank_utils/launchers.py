@@ -18,7 +18,7 @@ import sys
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 __all__ = [
     "ENVIRONMENTS",
@@ -142,8 +142,14 @@ def _build(
     local_world_size: tuple[int, str],
     node_rank: tuple[int | None, str],
 ) -> RankInfo:
-    values = (rank, world_size, local_rank, local_world_size, node_rank)
-    _validate(*(v for v, _ in values), names=tuple(n for _, n in values))  # type: ignore[arg-type]
+    _validate(
+        rank[0],
+        world_size[0],
+        local_rank[0],
+        local_world_size[0],
+        node_rank[0],
+        names=(rank[1], world_size[1], local_rank[1], local_world_size[1], node_rank[1]),
+    )
     return RankInfo(
         rank=rank[0],
         local_rank=local_rank[0],
@@ -539,7 +545,16 @@ def _addresses(cluster: dict, kind: str) -> list[str]:
 #   6. Slurm: the outermost launcher of all, and the scheduler's values are never stale.
 #   7. TF_CONFIG last: it is written by hand or by an operator and easily left over from an
 #      earlier shell, so any launcher-set variable beats it.
-ENVIRONMENTS: tuple[type, ...] = (
+class Environment(Protocol):
+    """What each launcher class above is: a ``name`` and a ``detect`` (a staticmethod)."""
+
+    name: ClassVar[str]
+
+    @staticmethod
+    def detect(env: Mapping[str, str]) -> RankInfo | None: ...
+
+
+ENVIRONMENTS: tuple[type[Environment], ...] = (
     TorchElasticEnvironment,
     TorchEnvEnvironment,
     HorovodEnvironment,
@@ -569,7 +584,7 @@ def _from_environment(env: Mapping[str, str]) -> RankInfo | None:
     return None
 
 
-def _complete(info: RankInfo, chosen: type, env: Mapping[str, str]) -> RankInfo:
+def _complete(info: RankInfo, chosen: type[Environment], env: Mapping[str, str]) -> RankInfo:
     """Fill what the chosen launcher does not know from the launchers around it.
 
     A job id from an outer launcher is shared by every process it started, so it serves for

@@ -19,10 +19,29 @@ import datetime
 import os
 import socket
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import torch
 
 DATA, BYE = 0, 1
 _TAG_HEADER, _TAG_BODY = 7301, 7302
+
+
+class _Work(Protocol):
+    def wait(self) -> bool: ...
+
+    def source_rank(self) -> int: ...
+
+
+class _PointToPoint(Protocol):
+    """The point-to-point calls of a c10d ``Backend`` that ``GlooLink`` uses."""
+
+    def send(self, tensors: list[torch.Tensor], dst_rank: int, tag: int) -> _Work: ...
+
+    def recv(self, tensors: list[torch.Tensor], src_rank: int, tag: int) -> _Work: ...
+
+    def recv_anysource(self, tensors: list[torch.Tensor], tag: int) -> _Work: ...
 
 
 def job_store(world_size: int, timeout_s: float) -> Any | None:
@@ -112,7 +131,9 @@ class GlooLink:
         self._torch = torch
         self.rank = rank
         self.world_size = world_size
-        self._pg = dist.ProcessGroupGloo(
+        # torch's stubs leave send, recv and recv_anysource off Backend (the C++ binding
+        # has them; ProcessGroupGloo inherits them), so its stub type lacks them.
+        self._pg: _PointToPoint = dist.ProcessGroupGloo(  # type: ignore[assignment]
             dist.PrefixStore(prefix, store),
             rank,
             world_size,

@@ -1,12 +1,16 @@
 """A small job run under torchrun by tests/distributed; one scenario per --scenario.
 
 Every rank calls tracker.init_run with the same arguments, as a user's script does.
+Where a scenario needs events in an order across ranks (a rank dies only once the others
+have logged), the ranks hand off through keys in torchrun's store, never by sleeping.
 """
 
 import argparse
+import datetime
 import os
 import signal
 import time
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -23,18 +27,45 @@ rank = int(os.environ["RANK"])
 world = int(os.environ["WORLD_SIZE"])
 
 
+def agent_store() -> dist.Store:
+    """A client of torchrun's store (MASTER_ADDR:MASTER_PORT under --standalone).
+
+    It outlives an elastic restart, so keys are under a per-attempt prefix.
+    """
+    agent = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        is_master=False,
+        timeout=datetime.timedelta(seconds=120),
+    )
+    return dist.PrefixStore(f"attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", agent)
+
+
+def logged(store: dist.Store, what: str) -> None:
+    """Tell the other ranks this rank has done ``what``."""
+    store.set(f"{what}/{rank}", "1")
+
+
+def wait_for_others(store: dist.Store, what: str) -> None:
+    """Block until every other rank has called logged(store, what)."""
+    store.wait([f"{what}/{r}" for r in range(world) if r != rank])
+
+
+def wait_until_stopped() -> NoReturn:
+    """Block until torchrun stops this worker, as a rank blocked in a collective would.
+
+    torchrun sends SIGTERM; tracker's handler closes the run and the process dies of it.
+    """
+    while True:
+        signal.pause()
+
+
 def start_torch():
     if args.scenario == "elastic":
         # torchrun's agent store outlives a restart, and a second attempt's default group
         # can read the first attempt's gloo addresses (a race in torch itself, seen with
         # no tracker at all); a per-attempt key prefix keeps the attempts apart.
-        attempt = os.environ["TORCHELASTIC_RESTART_COUNT"]
-        agent = dist.TCPStore(
-            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False
-        )
-        dist.init_process_group(
-            "gloo", store=dist.PrefixStore(f"attempt{attempt}", agent), rank=rank, world_size=world
-        )
+        dist.init_process_group("gloo", store=agent_store(), rank=rank, world_size=world)
     else:
         dist.init_process_group("gloo")
 
@@ -76,16 +107,20 @@ elif args.scenario == "uneven":
     run.close()
 
 elif args.scenario == "kill":
-    for step in range(10):
+    # Rank 1 dies at step 5, once the other ranks have logged all ten steps: torchrun
+    # stops the job when it sees rank 1 gone, and that must not cut rank 0's steps short.
+    store = agent_store()
+    for step in range(6 if rank == 1 else 10):
         run.log({"loss": float(step)}, step=step)
-        if rank == 1 and step == 5:
-            run.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(0.05)
+    if rank == 1:
+        run.flush()
+        wait_for_others(store, "kill/logged")
+        os.kill(os.getpid(), signal.SIGKILL)
+    logged(store, "kill/logged")
     t0 = time.monotonic()
-    run.close()
+    run.close()  # rank 1 never says goodbye: this must not wait on it for long
     os.write(1, f"CLOSE_SECONDS {rank} {time.monotonic() - t0:.2f}\n".encode())
-    time.sleep(30)  # leave it to torchrun to end us once it sees rank 1 gone
+    wait_until_stopped()  # torchrun ends us once it sees rank 1 gone
 
 elif args.scenario == "raise":
     for step in range(5):
@@ -93,17 +128,23 @@ elif args.scenario == "raise":
     if rank == world - 1:
         run.flush()
         raise RuntimeError(f"rank {rank} broke on purpose")
-    time.sleep(30)  # the others are still training when torchrun stops the job
+    wait_until_stopped()  # the others are still training when torchrun stops the job
 
 elif args.scenario == "elastic":
     attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     run["attempts"] = attempt
+    store = agent_store()
     for step in range(5 if attempt else 0, 10):
         run.log({"loss": float(step) + 100 * rank}, step=step)
-        if attempt == 0 and rank == 1 and step == 5:
-            run.flush()
-            raise SystemExit(3)  # the worker fails once; torchrun restarts the job
-        time.sleep(0.02)
+        if attempt == 0 and step == 5:
+            # Rank 1 fails once every rank has logged step 5; the others are still
+            # training (blocked here) when torchrun stops them and restarts the job.
+            if rank == 1:
+                run.flush()
+                wait_for_others(store, "elastic/step5")
+                raise SystemExit(3)
+            logged(store, "elastic/step5")
+            wait_until_stopped()
     run.close()
 
 elif args.scenario == "multinode":
