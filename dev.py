@@ -2,7 +2,7 @@
 """Set-up and checks for tracker, each in one command that bootstraps its own venv.
 
     python3 dev.py demo     # venv + install, run examples/quickstart.py, show the run
-    python3 dev.py test     # venv + every test dependency, the whole test suite
+    python3 dev.py test     # venv + every test dependency: ruff, mypy, the whole test suite
     python3 dev.py bench    # the benchmark suite (benchmarks/README.md)
 
 Everything lives in ./.venv (and ./.tox/<env> for the tox envs of oldest releases). Installs
@@ -108,6 +108,11 @@ def test(extra_args: list[str]) -> int:
     code = _run(python, "-m", "ruff", "check", *linted, check=False)
     if code:
         print("ruff found problems (above)", file=sys.stderr)
+        return code
+    # The type checker, configured in pyproject.toml ([tool.mypy]: the tracker package).
+    code = _run(python, "-m", "mypy", check=False)
+    if code:
+        print("mypy found problems (above)", file=sys.stderr)
         return code
     env = dict(os.environ)
     env.setdefault("PYTHONFAULTHANDLER", "1")

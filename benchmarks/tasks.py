@@ -18,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import libs  # noqa: E402
+import libs
 
 pc = time.perf_counter_ns
 POOL = 1000  # distinct dicts, reused cyclically: building dicts is the user's cost

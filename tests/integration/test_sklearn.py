@@ -7,15 +7,15 @@ import pytest
 
 pytest.importorskip("sklearn", reason="needs scikit-learn (pip install 'tracker[sklearn]')")
 
-from sklearn.datasets import load_iris, make_regression  # noqa: E402
-from sklearn.linear_model import LinearRegression, LogisticRegression  # noqa: E402
-from sklearn.model_selection import GridSearchCV, train_test_split  # noqa: E402
-from sklearn.pipeline import Pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-from sklearn.svm import SVC  # noqa: E402
+from sklearn.datasets import load_iris, make_regression
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
-import tracker  # noqa: E402
-from tracker.integrations.sklearn import log_estimator  # noqa: E402
+import tracker
+from tracker.integrations.sklearn import log_estimator
 
 
 def _read(run: tracker.Run, store: str):

@@ -356,3 +356,29 @@ def test_two_collective_workers_write_one_run_from_rank_0(store: str) -> None:
     series = r["valid/logloss"].fetch_values()
     assert series.step.tolist() == [0, 1, 2, 3]
     assert series.value.tolist() == pytest.approx(results[0])
+
+
+def test_multi_class_gblinear_importance_is_recorded_per_class(store: str) -> None:
+    import numpy as np
+    import xgboost as xgb
+
+    from tracker.integrations.xgboost import TrackerCallback
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    y = rng.integers(0, 3, size=60)
+    dtrain = xgb.DMatrix(x, label=y)
+    callback = TrackerCallback(project="xgb", store=store)
+    xgb.train(
+        {"booster": "gblinear", "objective": "multi:softprob", "num_class": 3},
+        dtrain,
+        num_boost_round=3,
+        evals=[(dtrain, "train")],
+        callbacks=[callback],
+    )
+    (row,) = tracker.list_runs(project="xgb", store=store)
+    r = tracker.read_run(row["id"], store=store)
+    weights = [p for p in r.paths() if p.startswith("importance/weight/")]
+    assert {p.rsplit("/", 1)[1] for p in weights} == {"class_0", "class_1", "class_2"}
+    assert len(weights) == 9  # 3 features x 3 classes
+    assert r.status == "finished"

@@ -39,7 +39,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def _cli(*args: str, input: str | None = None):  # noqa: A002 - click's name
+def _cli(*args: str, input: str | None = None):
     result = CliRunner(env={"COLUMNS": "200"}).invoke(main, list(args), input=input)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception

@@ -3,10 +3,12 @@
 A run is never deleted while a live writer holds it, nor while it has a fork child that
 is not deleted with it (the child reads its parent's points).
 
->>> from tracker.core.stores import open_store
->>> st = open_store(".tracker", create=False)
->>> plan = find_runs_to_delete(st, statuses=["failed"])
->>> delete_runs(st, [p["id"] for p in plan if p["keep_reason"] is None])
+Example::
+
+    from tracker.core.stores import open_store
+    st = open_store(".tracker", create=False)
+    plan = find_runs_to_delete(st, statuses=["failed"])
+    delete_runs(st, [p["id"] for p in plan if p["keep_reason"] is None])
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ class Buckets:
     def __len__(self) -> int:
         return len(self.step)
 
-    def to_pandas(self):  # noqa: ANN201 - pandas is optional
+    def to_pandas(self):
         import pandas as pd
 
         return pd.DataFrame(

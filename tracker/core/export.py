@@ -2,9 +2,11 @@
 plus the run's single values (rows with no rank, step or timestamp), as CSV, JSON or
 Parquet. ``tracker export`` is the command; this is the work.
 
->>> run = tracker.read_run("k3v9q2m1xa")
->>> with open("run.csv", "w", newline="") as f:
-...     write_csv(f, collect(run))
+Example::
+
+    run = tracker.read_run("k3v9q2m1xa")
+    with open("run.csv", "w", newline="") as f:
+        write_csv(f, collect(run))
 """
 
 from __future__ import annotations

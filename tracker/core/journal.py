@@ -57,7 +57,7 @@ _SEGMENT_NAME = re.compile(r"^(\d{20})-")
 
 
 class _BuiltinsOnly(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:  # noqa: D102
+    def find_class(self, module: str, name: str) -> Any:
         raise pickle.UnpicklingError(f"journal record refers to {module}.{name}; refusing it")
 
 

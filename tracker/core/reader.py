@@ -70,7 +70,7 @@ class SeriesValues:
     def __len__(self) -> int:
         return len(self.step)
 
-    def to_pandas(self):  # noqa: ANN201 - pandas is optional
+    def to_pandas(self):
         """A DataFrame with columns step, value and timestamp (UTC datetimes)."""
         import pandas as pd
 
@@ -165,7 +165,9 @@ class FieldReader:
         Points that a rewind (``init_run(resume_from_step=s)``) superseded are hidden
         unless ``include_superseded=True``.
 
-        >>> r["eval/loss"].fetch_values(per_step="last").value
+        Example::
+
+            r["eval/loss"].fetch_values(per_step="last").value
         """
         if rank is not None and aggregate is not None:
             raise ValueError("fetch_values: pass rank= or aggregate=, not both")
@@ -437,8 +439,10 @@ def read_run(
     (its process crashed), or one journaled but never applied (offline, or crashed
     early), is recovered here, once: reading the returned run never writes.
 
-    >>> r = tracker.read_run("k3v9q2m1xa")
-    >>> r["config/lr"].fetch(), len(r["train/loss"].fetch_values())
+    Example::
+
+        r = tracker.read_run("k3v9q2m1xa")
+        r["config/lr"].fetch(), len(r["train/loss"].fetch_values())
     """
     st = open_store(store, create=False, readonly=True)
     row = st.run(run_id)
@@ -465,7 +469,9 @@ def list_runs(
     ``config/``, nested dicts allowed). Runs of ``project`` that read as running with no
     live writer are recovered first (see ``read_run``).
 
-    >>> tracker.list_runs(project="gpt-small", tags=["baseline"], config={"lr": 3e-4})
+    Example::
+
+        tracker.list_runs(project="gpt-small", tags=["baseline"], config={"lr": 3e-4})
     """
     st = open_store(store, create=False, readonly=True)
     recover_stale(st, project)

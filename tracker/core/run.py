@@ -98,7 +98,9 @@ class Handle:
 
         Without ``step`` the series' own counter is used (one more than its last step).
 
-        >>> run["eval/accuracy"].append(0.91, step=100)
+        Example::
+
+            run["eval/accuracy"].append(0.91, step=100)
         """
         self._run._append(self._path, value, step, timestamp)
 
@@ -118,7 +120,9 @@ class Handle:
 
         The files stay where they are; only the description is stored, and returned.
 
-        >>> run["model/checkpoint"].track_files("checkpoints/last.ckpt")
+        Example::
+
+            run["model/checkpoint"].track_files("checkpoints/last.ckpt")
         """
         return self._run._track_files(self._path, path_or_uri)
 
@@ -129,10 +133,12 @@ class Handle:
 class Run:
     """One experiment run. Create it with ``tracker.init_run``.
 
-    >>> run = tracker.init_run(project="mnist", config={"lr": 1e-3})
-    >>> run.log({"train/loss": 0.25})
-    >>> run["eval/accuracy"] = 0.97
-    >>> run.close()
+    Example::
+
+        run = tracker.init_run(project="mnist", config={"lr": 1e-3})
+        run.log({"train/loss": 0.25})
+        run["eval/accuracy"] = 0.97
+        run.close()
     """
 
     # The store directory, set by open_run on a run it opens in a store (absent on a
@@ -191,7 +197,9 @@ class Run:
         the caller logs faster than the background writer can make it durable, this
         waits for the writer rather than let the backlog outgrow the flush interval.
 
-        >>> run.log({"train/loss": loss, "train/lr": lr}, step=global_step)
+        Example::
+
+            run.log({"train/loss": loss, "train/lr": lr}, step=global_step)
         """
         if step is None:
             # Taking the step and queueing the call under one lock keeps threads that

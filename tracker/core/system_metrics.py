@@ -106,11 +106,11 @@ def _make_reader() -> _PsutilReader | _ProcReader | None:
         import psutil
 
         return _PsutilReader(psutil)
-    except Exception:
+    except Exception:  # noqa: BLE001 - psutil may fail in odd ways on odd platforms
         pass  # not installed, or unusable on this platform
     try:
         return _ProcReader()
-    except Exception:
+    except Exception:  # noqa: BLE001 - an unreadable /proc: no metrics, never a crash
         logger.debug("neither psutil nor /proc is usable; no CPU or memory metrics")
         return None
 
@@ -134,7 +134,7 @@ class _Gpu:
             return
         try:
             pynvml.nvmlInit()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every NVML failure means no GPU metrics
             logger.debug("NVML is not usable, no GPU metrics: %s", exc)
             return
         try:
@@ -144,7 +144,7 @@ class _Gpu:
                 handle = pynvml.nvmlDeviceGetHandleByUUID(self._index.encode())
             else:
                 handle = pynvml.nvmlDeviceGetHandleByIndex(self._index)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every NVML failure means no GPU metrics
             logger.debug("NVML has no device %r, no GPU metrics: %s", self._index, exc)
             _quiet(pynvml.nvmlShutdown)
             return
@@ -186,7 +186,7 @@ class _Gpu:
         # one metric and say so once rather than dropping the whole GPU reading.
         try:
             out.update(read())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - one failing metric must not drop the others
             if what not in self._failed_metrics:
                 self._failed_metrics.add(what)
                 logger.debug("GPU %s is not readable: %s", what, exc)
@@ -356,7 +356,7 @@ class SystemMetricsSampler:
     def _guard(self, what: str, action: Callable[[], object]) -> None:
         try:
             action()
-        except Exception:
+        except Exception:  # noqa: BLE001 - sampling must never stop the run
             self._warn_once(what, "reading %s metrics failed; will keep trying", what)
 
     def _warn_once(self, key: str, message: str, *args: object) -> None:
@@ -375,7 +375,7 @@ class SystemMetricsSampler:
             if metrics and (first or not stop_event.is_set()):
                 try:
                     self.sink(metrics)
-                except Exception:
+                except Exception:  # noqa: BLE001 - the sink's failure must not stop sampling
                     self._warn_once("sink", "system metrics sink raised; will keep sampling")
             first = False
             if self._wait(stop_event, self.interval):

@@ -25,6 +25,7 @@ import sys
 import warnings
 from argparse import Namespace
 from collections.abc import Mapping
+from types import FrameType
 from typing import Any
 
 import tracker
@@ -40,10 +41,19 @@ try:
     from lightning.pytorch.loggers.logger import DummyExperiment as _DummyExperiment
     from lightning.pytorch.loggers.logger import Logger as _Logger
 except ImportError:
+    # The same classes from the other package: mypy types the names by the first import,
+    # and these are distinct (equivalent) classes to it. "unused-ignore": where only one
+    # of the two packages is installed, the other's names are Any and nothing is ignored.
     try:
-        from pytorch_lightning.callbacks import Callback as _Callback
-        from pytorch_lightning.loggers.logger import DummyExperiment as _DummyExperiment
-        from pytorch_lightning.loggers.logger import Logger as _Logger
+        from pytorch_lightning.callbacks import (  # type: ignore[assignment, unused-ignore]
+            Callback as _Callback,
+        )
+        from pytorch_lightning.loggers.logger import (  # type: ignore[assignment, unused-ignore]
+            DummyExperiment as _DummyExperiment,
+        )
+        from pytorch_lightning.loggers.logger import (  # type: ignore[assignment, unused-ignore]
+            Logger as _Logger,
+        )
     except ImportError:
         raise ImportError(
             "tracker.integrations.lightning needs Lightning: pip install 'tracker[lightning]' "
@@ -387,6 +397,7 @@ def _running_trainer() -> tuple[Any, Any, Any]:
     weights_only)``, all None when the experiment is touched outside ``Trainer`` (then
     ``log_graph`` attaches the callback later, and no checkpoint is consulted).
     """
+    frame: FrameType | None
     try:
         frame = sys._getframe(2)
     except ValueError:  # called from the top of the stack: no Trainer above

@@ -46,7 +46,8 @@ _STATES = {TrialState.COMPLETE: "finished", TrialState.PRUNED: "finished"}
 STUDY_TAG = "optuna-study"  # the study's record
 STUDY_RUN_FIELD = "lineage/study_run"  # in each trial run: the id of its study's record
 
-# Threads of one process share this lock per study; processes use a lock file beside it.
+# Threads of one process share this lock per study record; processes also take an flock
+# on a file named after the record in the temporary directory (_record_lock).
 _record_locks: dict[str, threading.Lock] = {}
 _record_locks_guard = threading.Lock()
 

@@ -208,13 +208,7 @@ class TrackerCallback(TrainingCallback):
                     except xgboost.core.XGBoostError:  # gblinear has no gain
                         continue
                     if scores:
-                        # KNOWN BUG, kept as is (a type fix must not change behaviour):
-                        # for a multi-class gblinear model get_score gives each feature a
-                        # list (one score per class), and float(list) raises TypeError.
-                        run[f"importance/{kind}"] = {
-                            str(f).replace("/", "_"): float(v)  # type: ignore[arg-type]
-                            for f, v in scores.items()
-                        }
+                        run[f"importance/{kind}"] = _importance(scores)
             if self._save_model is not None:
                 model.save_model(self._save_model)
                 run["model/file"].track_files(self._save_model)
@@ -303,3 +297,16 @@ def _number(text: Any) -> Any:
             return text
     # Sentinels such as 2**64 - 1 do not fit a stored int64.
     return number if -(2**63) <= number < 2**63 else text
+
+
+def _importance(scores: dict[str, Any]) -> dict[str, Any]:
+    """Feature -> score; a multi-class gblinear model scores each class (a list), which
+    becomes one value per class (``feature/class_<k>``)."""
+    out: dict[str, Any] = {}
+    for feature, value in scores.items():
+        name = str(feature).replace("/", "_")
+        if isinstance(value, list | tuple):
+            out[name] = {f"class_{k}": float(v) for k, v in enumerate(value)}
+        else:
+            out[name] = float(value)
+    return out

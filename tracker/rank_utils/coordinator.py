@@ -218,7 +218,7 @@ class Gatherer:
         finally:
             # Tear the group and store down here, in a live thread, rather than leave
             # their C++ threads to interpreter shutdown (which can abort the process).
-            gloo = None  # noqa: F841 - drop our reference before the store goes
+            gloo = None
             self.link.release()
             self._done.set()
 
@@ -341,7 +341,7 @@ class Shipper:
                 stacklevel=1,
             )
         finally:
-            gloo = None  # noqa: F841 - drop our reference before the store goes
+            gloo = None
             self.link.release()
             self._gone = True
             with self._cv:

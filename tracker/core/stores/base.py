@@ -117,7 +117,8 @@ class Chunk(NamedTuple):
 class Check:
     """One line of ``tracker doctor``: what was checked, whether it passed, and why.
 
-    >>> Check("schema version", True, "1 (this tracker understands 1)")
+    >>> Check("schema version", True, "1 (this tracker understands 1)").ok
+    True
     """
 
     name: str
