@@ -77,3 +77,14 @@ def one_line(exc: object) -> str:
     """An error as one line for a report, its type named unless it is one of tracker's."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if isinstance(exc, TrackerError) else f"{type(exc).__name__}: {text}"
+
+
+def say_loudly(message: str, *, error: bool = True, stacklevel: int = 2) -> None:
+    """Put ``message`` in the ``tracker`` log (error or warning) and raise it as a
+    RuntimeWarning: a fault must reach whoever is looking, the log or the console."""
+    import logging
+    import warnings
+
+    logger = logging.getLogger("tracker")
+    (logger.error if error else logger.warning)(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=stacklevel + 1)

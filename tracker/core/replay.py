@@ -12,7 +12,7 @@ import logging
 import time
 import warnings
 
-from .errors import one_line
+from .errors import one_line, say_loudly
 from .journal import SegmentScan, read_records
 from .stores.base import Applier, Store
 
@@ -60,8 +60,7 @@ def _warn_skipped(run_id: str, scan: SegmentScan) -> None:
         f"skipped ({scan.skipped_bytes} bytes: {where}); the points in them are lost, "
         "the records after them were applied"
     )
-    log.warning(msg)
-    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    say_loudly(msg, error=False, stacklevel=3)
 
 
 def _replay(

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from .batch import columnize, count_points, group_order, group_steps
-from .errors import WriterError
+from .errors import WriterError, say_loudly
 from .journal import JournalWriter
 from .ops import LOGS
 from .replay import replay_run
@@ -423,8 +423,7 @@ class Writer:
                     f"wait for a journal that cannot be written ({self.journal.path}); new "
                     "points are dropped and counted until it can (flush/close report them)"
                 )
-                log.error(msg)
-                warnings.warn(msg, RuntimeWarning, stacklevel=1)
+                say_loudly(msg, error=True, stacklevel=1)
             return
         self._pending.append(ops)
         self._pending_points += n
@@ -504,5 +503,4 @@ class Writer:
                 "writer": "run its writer",
             }[where]
             msg = f"tracker: run {self.run_id} could not {what}: {type(exc).__name__}: {exc}"
-            log.error(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=1)
+            say_loudly(msg, error=True, stacklevel=1)

@@ -42,6 +42,7 @@ import numpy as np
 
 from .. import ops
 from ..batch import group_columns
+from ..errors import say_loudly
 from .base import chunk_crc
 
 log = logging.getLogger("tracker")
@@ -203,8 +204,7 @@ class BatchApplier:
                 f"and were set aside (kept in the journal; `tracker doctor` lists them): "
                 f"{described[0][1]}"
             )
-            log.error(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=1)
+            say_loudly(msg, error=True, stacklevel=1)
         return len(aside)
 
     # -- metadata operations -------------------------------------------------------------
