@@ -16,9 +16,9 @@ import tracker
 from ..conftest import python_env
 
 pytest.importorskip(
-    "transformers", reason="needs transformers (pip install 'tracker[transformers]')"
+    "transformers", reason="needs transformers (pip install 'tracker-dl[transformers]')"
 )
-pytest.importorskip("accelerate", reason="needs accelerate (pip install 'tracker[transformers]')")
+pytest.importorskip("accelerate", reason="needs accelerate (pip install 'tracker-dl[transformers]')")
 pytest.importorskip("torch", reason="needs torch")
 pytestmark = pytest.mark.distributed
 

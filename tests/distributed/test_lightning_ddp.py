@@ -15,7 +15,7 @@ import tracker
 
 from ..conftest import python_env
 
-pytest.importorskip("lightning", reason="needs lightning (pip install 'tracker[lightning]')")
+pytest.importorskip("lightning", reason="needs lightning (pip install 'tracker-dl[lightning]')")
 pytest.importorskip("torch", reason="needs torch")
 pytestmark = pytest.mark.distributed
 

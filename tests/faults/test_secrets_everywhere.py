@@ -137,7 +137,7 @@ def test_journal_holds_no_secret_while_the_run_is_open(store: str) -> None:
 
 
 def test_lightning_hyperparameters_reach_no_file(store: str) -> None:
-    pytest.importorskip("lightning", reason="needs lightning (pip install 'tracker[lightning]')")
+    pytest.importorskip("lightning", reason="needs lightning (pip install 'tracker-dl[lightning]')")
     from argparse import Namespace
 
     from tracker.integrations.lightning import TrackerLogger

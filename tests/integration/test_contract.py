@@ -114,7 +114,7 @@ def test_missing_framework_names_the_install_command(name: str) -> None:
         "except ImportError as e:\n    print('IMPORT-ERROR', e)\n"
     )
     assert "IMPORT-ERROR" in proc.stdout, proc.stdout + proc.stderr
-    assert f"tracker[{extra}]" in proc.stdout
+    assert f"tracker-dl[{extra}]" in proc.stdout
 
 
 @pytest.mark.parametrize("name", sorted(INTEGRATIONS))

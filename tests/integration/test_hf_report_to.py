@@ -64,10 +64,10 @@ def _only_run(store: str, project: str) -> tracker.core.reader.RunReader:  # typ
 
 def _run_script(tmp_path: Path, store: str, prefix: list[str]) -> str:
     pytest.importorskip(
-        "transformers", reason="needs transformers (pip install 'tracker[transformers]')"
+        "transformers", reason="needs transformers (pip install 'tracker-dl[transformers]')"
     )
     pytest.importorskip(
-        "accelerate", reason="needs accelerate (pip install 'tracker[transformers]')"
+        "accelerate", reason="needs accelerate (pip install 'tracker-dl[transformers]')"
     )
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)

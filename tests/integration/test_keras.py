@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras", reason="needs keras (pip install 'tracker[keras]')")
+keras = pytest.importorskip("keras", reason="needs keras (pip install 'tracker-dl[keras]')")
 
 import tracker  # noqa: E402
 from tracker.integrations.keras import TrackerCallback  # noqa: E402

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("lightning", reason="needs lightning (pip install 'tracker[lightning]')")
+pytest.importorskip("lightning", reason="needs lightning (pip install 'tracker-dl[lightning]')")
 torch = pytest.importorskip("torch", reason="needs torch")
 
 from lightning.pytorch import Callback, Trainer  # noqa: E402

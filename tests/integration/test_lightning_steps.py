@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("lightning", reason="needs lightning (pip install 'tracker[lightning]')")
+pytest.importorskip("lightning", reason="needs lightning (pip install 'tracker-dl[lightning]')")
 torch = pytest.importorskip("torch", reason="needs torch")
 
 from lightning.pytorch import Trainer  # noqa: E402

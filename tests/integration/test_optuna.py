@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-optuna = pytest.importorskip("optuna", reason="needs optuna (pip install 'tracker[optuna]')")
+optuna = pytest.importorskip("optuna", reason="needs optuna (pip install 'tracker-dl[optuna]')")
 
 import tracker  # noqa: E402
 from tracker.integrations.optuna import TrackerCallback  # noqa: E402

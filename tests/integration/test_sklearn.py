@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("sklearn", reason="needs scikit-learn (pip install 'tracker[sklearn]')")
+pytest.importorskip("sklearn", reason="needs scikit-learn (pip install 'tracker-dl[sklearn]')")
 
 from sklearn.datasets import load_iris, make_regression
 from sklearn.linear_model import LinearRegression, LogisticRegression

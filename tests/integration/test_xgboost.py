@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-xgb = pytest.importorskip("xgboost", reason="needs xgboost (pip install 'tracker[xgboost]')")
+xgb = pytest.importorskip("xgboost", reason="needs xgboost (pip install 'tracker-dl[xgboost]')")
 
 import tracker  # noqa: E402
 from tracker.integrations.xgboost import TrackerCallback  # noqa: E402

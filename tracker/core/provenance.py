@@ -53,7 +53,9 @@ DEFAULT_PACKAGES: dict[str, tuple[str, ...]] = {
     "optuna": ("optuna",),
     "scikit-learn": ("scikit-learn",),
     "horovod": ("horovod",),
-    "tracker": ("tracker",),
+    # Published as tracker-dl ("tracker" on the index is another project); older
+    # installs of this one were named tracker.
+    "tracker": ("tracker-dl", "tracker"),
 }
 
 # Variables that explain how a distributed job was laid out and why it behaved as it did.

@@ -16,7 +16,7 @@ try:
     import keras
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "tracker.integrations.keras needs Keras 3: pip install 'tracker[keras]'"
+        "tracker.integrations.keras needs Keras 3: pip install 'tracker-dl[keras]'"
     ) from exc
 
 import tracker

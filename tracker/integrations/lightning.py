@@ -56,7 +56,7 @@ except ImportError:
         )
     except ImportError:
         raise ImportError(
-            "tracker.integrations.lightning needs Lightning: pip install 'tracker[lightning]' "
+            "tracker.integrations.lightning needs Lightning: pip install 'tracker-dl[lightning]' "
             "(or pip install lightning)"
         ) from None
 

@@ -27,7 +27,7 @@ try:
     from optuna.trial import FrozenTrial, TrialState
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "tracker.integrations.optuna needs Optuna: pip install 'tracker[optuna]'"
+        "tracker.integrations.optuna needs Optuna: pip install 'tracker-dl[optuna]'"
     ) from exc
 
 import tracker

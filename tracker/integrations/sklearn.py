@@ -22,7 +22,7 @@ try:
     from sklearn.base import is_classifier, is_regressor
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "tracker.integrations.sklearn needs scikit-learn: pip install 'tracker[sklearn]'"
+        "tracker.integrations.sklearn needs scikit-learn: pip install 'tracker-dl[sklearn]'"
     ) from exc
 
 import tracker

@@ -24,7 +24,7 @@ try:
     from transformers import TrainerCallback
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "tracker.integrations.transformers needs transformers: pip install 'tracker[transformers]'"
+        "tracker.integrations.transformers needs transformers: pip install 'tracker-dl[transformers]'"
     ) from exc
 
 import tracker

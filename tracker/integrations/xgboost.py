@@ -20,7 +20,7 @@ try:
     from xgboost.callback import TrainingCallback
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "tracker.integrations.xgboost needs XGBoost: pip install 'tracker[xgboost]'"
+        "tracker.integrations.xgboost needs XGBoost: pip install 'tracker-dl[xgboost]'"
     ) from exc
 
 import tracker

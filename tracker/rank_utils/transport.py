@@ -31,8 +31,6 @@ _TAG_HEADER, _TAG_BODY = 7301, 7302
 class _Work(Protocol):
     def wait(self) -> bool: ...
 
-    def source_rank(self) -> int: ...
-
 
 class _PointToPoint(Protocol):
     """The point-to-point calls of a c10d ``Backend`` that ``GlooLink`` uses."""
@@ -144,7 +142,9 @@ class GlooLink:
     def send(self, kind: int, payload: bytes) -> None:
         """Send one message to rank 0; blocks until rank 0 has taken it (or times out)."""
         torch = self._torch
-        header = torch.tensor([len(payload), kind], dtype=torch.int64)
+        # The sender's rank travels in the header: asking the receive for its source
+        # (Work.source_rank) is deprecated in torch and warns in every job.
+        header = torch.tensor([len(payload), kind, self.rank], dtype=torch.int64)
         with self._send_lock:
             self._pg.send([header], 0, _TAG_HEADER).wait()
             if payload:
@@ -154,11 +154,10 @@ class GlooLink:
     def receive(self) -> tuple[int, int, bytes]:
         """Rank 0: wait for the next message from any rank; returns (rank, kind, payload)."""
         torch = self._torch
-        header = torch.zeros(2, dtype=torch.int64)
+        header = torch.zeros(3, dtype=torch.int64)
         work = self._pg.recv_anysource([header], _TAG_HEADER)
         work.wait()
-        source = work.source_rank()
-        length, kind = int(header[0]), int(header[1])
+        length, kind, source = int(header[0]), int(header[1]), int(header[2])
         payload = b""
         if length:
             body = torch.empty(length, dtype=torch.uint8)
