@@ -603,3 +603,29 @@ def test_sqlite_rows_of_deleted_runs_do_not_come_back_from_journals(store: str) 
     assert ids["other"] not in _listed(store)
     with sqlite3.connect(Path(store) / "store.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM runs").fetchone() == (3,)
+
+
+def test_piped_tables_cut_nothing(store: str) -> None:
+    """Not on a terminal (a pipe, a CI log) a table takes the width its content needs."""
+    config = {f"parameter_number_{i}": 1000 + i for i in range(12)}
+    tags = ["a-rather-long-tag-that-80-columns-would-fold", "baseline"]
+    with tracker.init_run(
+        project="wide",
+        name="a-long-run-name-for-the-table",
+        tags=tags,
+        config=config,
+        store=store,
+        system_metrics=False,
+    ) as run:
+        run.log({"loss": 123456789.5})
+    out = _cli("ls", "--store", store)
+    assert out.exit_code == 0, out.output
+    (line,) = [x for x in out.output.splitlines() if run.id in x]
+    for text in (*tags, "a-long-run-name-for-the-table", "finished"):
+        assert text in line, text
+    # The config columns ls chooses (three), each header on one line and each value whole.
+    header = out.output.splitlines()[0]
+    shown = [name for name in config if name in header]
+    assert len(shown) == 3
+    for name in shown:
+        assert str(config[name]) in line, name

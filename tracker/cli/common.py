@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -49,7 +50,19 @@ def project_option(f: Callable[..., Any]) -> Callable[..., Any]:
 def console(stderr: bool = False) -> Console:
     # Made per command, so output goes to the sys.stdout of the moment (CliRunner, pipes).
     # soft_wrap: long message lines stay one line (the terminal wraps them), easy to grep.
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    # Not on a terminal (a pipe, a CI log), rich would lay tables out at 80 columns and
+    # fold or cut ids, numbers and tags: there, tables take the width their content needs.
+    stream = sys.stderr if stderr else sys.stdout
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    return Console(
+        stderr=stderr,
+        highlight=False,
+        soft_wrap=True,
+        width=None if tty else _PIPE_WIDTH,
+    )
+
+
+_PIPE_WIDTH = 10_000
 
 
 def open_readonly(store: str | None) -> Store:
