@@ -32,6 +32,7 @@ def init_run(
     store: str | os.PathLike[str] | None = None,
     mode: str = "async",
     system_metrics: bool | float = True,
+    quiet: bool | None = None,
 ) -> Run:
     """Start (or resume) a run and return it. Call it on every rank of a job.
 
@@ -42,6 +43,9 @@ def init_run(
     samples CPU, memory and this rank's GPU every 10 s (a number sets the interval;
     $TRACKER_SYSTEM_METRICS_INTERVAL too). Secrets are masked on every path into the
     store: values under secret-looking keys, and credentials inside any text.
+
+    On the writing process it prints one line on stderr: the run id, the store, and the
+    command to look at the run (``quiet=True`` or ``$TRACKER_QUIET=1`` silences it).
 
     ``resume_from_step=s`` resumes from a checkpoint taken at step ``s``: what earlier
     attempts of the run logged after ``s`` is superseded (kept, hidden from default
@@ -69,6 +73,7 @@ def init_run(
         store=store,
         mode=mode,
         system_metrics=system_metrics,
+        quiet=quiet,
     )
 
 
@@ -95,6 +100,7 @@ def _open(
     *,
     mode: str = "async",
     system_metrics: bool | float = True,
+    quiet: bool | None = None,
     **run_args: Any,
 ) -> Run:
     """Open this process's run as ``info`` places it; ``run_args`` are init_run's others."""
@@ -127,7 +133,34 @@ def _open(
         run = open_run(project, mode=mode, **run_args)
     if system_metrics and mode != "disabled":
         _start_system_metrics(run, system_metrics, info.local_rank)
+    if quiet is None:
+        quiet = os.environ.get("TRACKER_QUIET", "").strip().lower() in ("1", "true", "yes")
+    if not quiet and mode != "disabled" and run.is_writer:
+        _say_where(run, mode)
     return run
+
+
+_announced: set[tuple[str, str]] = set()  # (store, run id): one line per run and process
+
+
+def _say_where(run: Run, mode: str) -> None:
+    """One line on stderr: where the run went and how to look at it."""
+    import shlex
+    import sys
+
+    root = getattr(run, "_store_root", None)
+    if root is None or (str(root), run.id) in _announced:
+        return
+    _announced.add((str(root), run.id))
+    store = shlex.quote(str(root))
+    if mode == "offline":
+        what = f"journal only (offline); `tracker sync --store {store}` applies it"
+    else:
+        what = f"look at it with `tracker show {run.id} --store {store}`"
+    sys.stderr.write(
+        f"tracker: run {run.id} (project {run.project}) in {root}: {what} "
+        "(TRACKER_QUIET=1 or init_run(quiet=True) silences this)\n"
+    )
 
 
 def _start_system_metrics(run: Run, setting: bool | float, local_rank: int) -> None:

@@ -18,7 +18,9 @@ from ..conftest import python_env
 pytest.importorskip(
     "transformers", reason="needs transformers (pip install 'tracker-dl[transformers]')"
 )
-pytest.importorskip("accelerate", reason="needs accelerate (pip install 'tracker-dl[transformers]')")
+pytest.importorskip(
+    "accelerate", reason="needs accelerate (pip install 'tracker-dl[transformers]')"
+)
 pytest.importorskip("torch", reason="needs torch")
 pytestmark = pytest.mark.distributed
 

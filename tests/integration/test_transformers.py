@@ -15,7 +15,9 @@ import pytest
 pytest.importorskip(
     "transformers", reason="needs transformers (pip install 'tracker-dl[transformers]')"
 )
-pytest.importorskip("accelerate", reason="needs accelerate (pip install 'tracker-dl[transformers]')")
+pytest.importorskip(
+    "accelerate", reason="needs accelerate (pip install 'tracker-dl[transformers]')"
+)
 torch = pytest.importorskip("torch", reason="needs torch")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -150,3 +150,33 @@ def test_batches_from_another_rank_arriving_together_keep_their_order(store: str
     # Step 5 came twice: both kept, by step then in the order the calls were made.
     assert a.step.tolist() == [5, 5, 6] and a.value.tolist() == [1.0, 9.0, 2.0]
     assert r["a"].fetch_values(rank=2, per_step="last").value.tolist() == [9.0, 2.0]
+
+
+def test_list_runs_filters_are_checked_and_match_what_init_run_stored(store: str) -> None:
+    import argparse
+
+    args = argparse.Namespace(lr=0.1, betas=[0.9, 0.99], scheduler=None)
+    with tracker.init_run(project="f", store=store, config=args, system_metrics=False) as run:
+        pass
+    found = tracker.list_runs(project="f", store=store, config={"betas": [0.9, 0.99]})
+    assert [r["id"] for r in found] == [run.id]  # a list compares as it was stored
+    assert [r["id"] for r in tracker.list_runs(store=store, config={"scheduler": None})] == [run.id]
+    assert tracker.list_runs(store=store, config={"lr": 0.1})[0]["config"]["lr"] == 0.1
+    with pytest.raises(ValueError, match="status='finshed': use one of running, finished"):
+        tracker.list_runs(store=store, status="finshed")
+    with pytest.raises(TypeError, match="config= filters by a dict"):
+        tracker.list_runs(store=store, config=[("lr", 0.1)])
+
+
+def test_a_dataclass_config_is_recorded_field_by_field(store: str) -> None:
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Hyper:
+        lr: float = 3e-4
+        layers: int = 12
+
+    with tracker.init_run(project="f", store=store, config=Hyper(), system_metrics=False) as run:
+        pass
+    r = tracker.read_run(run.id, store=store)
+    assert (r["config/lr"].fetch(), r["config/layers"].fetch()) == (3e-4, 12)

@@ -281,3 +281,45 @@ def test_logging_after_close_warns_once_and_changes_nothing(store: str) -> None:
     assert len(record) == 1
     r = tracker.read_run(run.id, store=store)
     assert r["a"].fetch_values().value.tolist() == [1.0] and "b" not in r.paths()
+
+
+def test_init_run_says_where_the_run_went(store: str, tmp_path: Path) -> None:
+    import subprocess
+    import textwrap
+
+    from ..conftest import PYTHON, python_env
+
+    script = tmp_path / "where.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys, tracker
+            quiet = {"none": None, "yes": True}[sys.argv[2]]
+            run = tracker.init_run(project="p", store=sys.argv[1], quiet=quiet,
+                                   system_metrics=False)
+            print(run.id)
+            run.close()
+            """
+        )
+    )
+
+    def started(quiet: str, **env: str) -> tuple[str, str]:
+        proc = subprocess.run(
+            [PYTHON, str(script), store, quiet],
+            env=python_env(**env),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip(), proc.stderr
+
+    run_id, err = started("none", TRACKER_QUIET="")
+    lines = [line for line in err.splitlines() if line.startswith("tracker: run ")]
+    assert len(lines) == 1
+    assert run_id in lines[0] and str(Path(store).resolve()) in lines[0]
+    assert f"tracker show {run_id} --store" in lines[0]
+    _, err = started("none", TRACKER_QUIET="1")
+    assert "tracker: run " not in err
+    _, err = started("yes", TRACKER_QUIET="")
+    assert "tracker: run " not in err

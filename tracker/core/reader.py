@@ -28,9 +28,10 @@ from .paths import check_path, flatten
 from .replay import recover_if_possible, recover_stale
 from .stores import Store, open_store
 from .stores.base import chunk_problem, decode_str_values
-from .values import decode_field
+from .values import decode_field, readable
 
 AGGREGATES = ("mean", "min", "max", "count")
+STATUSES = ("running", "finished", "failed", "terminated", "crashed")
 PER_STEP = (None, "first", "last")
 # A running run whose writer lock cannot be checked (another host) counts as crashed
 # once its heartbeat is this old.
@@ -473,18 +474,21 @@ def list_runs(
 
         tracker.list_runs(project="gpt-small", tags=["baseline"], config={"lr": 3e-4})
     """
-    st = open_store(store, create=False, readonly=True)
-    recover_stale(st, project)
     if isinstance(tags, str):
         tags = [tags]
     if isinstance(status, str):
         status = [status]
-    rows = st.runs(
-        project=project,
-        tags=tags or (),
-        statuses=status or (),
-        config=flatten(config, "config") if config else None,
-    )
+    for one in status or ():
+        if one not in STATUSES:
+            raise ValueError(f"status={one!r}: use one of {', '.join(STATUSES)}")
+    if config is not None and not isinstance(config, Mapping):
+        raise TypeError(f"config= filters by a dict of values, got {type(config).__name__}")
+    # The values a filter compares with are stored the way init_run(config=...) stores
+    # them: lists, None and objects as their readable text.
+    wanted = {k: readable(v) for k, v in flatten(config, "config").items()} if config else None
+    st = open_store(store, create=False, readonly=True)
+    recover_stale(st, project)
+    rows = st.runs(project=project, tags=tags or (), statuses=status or (), config=wanted)
     out = []
     for row in rows:
         rid = row["run_id"]

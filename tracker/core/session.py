@@ -220,6 +220,7 @@ def check_start(
     tag_list = check_tags(tags)
     fields: dict[str, Any] = {}
     if config is not None:
+        config = _as_mapping(config)
         if not isinstance(config, Mapping):
             raise TypeError(
                 f"config must be a dict (nested dicts allowed), got {type(config).__name__}"
@@ -232,6 +233,19 @@ def check_start(
         check_path(path)
         field_value(path, value)  # raises for a value the store cannot hold
     return Start(tag_list, fields)
+
+
+def _as_mapping(config: Any) -> Any:
+    """What users pass as a config, as a dict: argparse Namespaces and dataclass instances
+    too (the forms other trackers take)."""
+    import argparse
+    import dataclasses
+
+    if isinstance(config, argparse.Namespace):
+        return vars(config)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    return config
 
 
 def check_tags(tags: Iterable[str] | str) -> list[str]:
