@@ -7,8 +7,10 @@ every point that was held lands in the store, each exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,22 @@ def _store_on(disk: Path, tmp_path: Path, journal_elsewhere: bool) -> str:
     return str(store)
 
 
+@contextlib.contextmanager
+def _tracker_warnings_expected() -> Iterator[None]:
+    # The writer warns (once per cause) that it cannot write: that is the point here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def _durable_then_full(store: str, disk: Path, steps: int) -> tuple[tracker.Run, Path]:
+    """A run with ``steps`` steps made durable, then its disk filled; (run, filler)."""
+    run = tracker.init_run(project="p", store=store, system_metrics=False)
+    _log(run, 0, steps)
+    run.flush()
+    return run, fill(disk)
+
+
 def _log(run: tracker.Run, start: int, stop: int) -> None:
     for step in range(start, stop):
         run.log({"a": float(step), "b": -float(step)}, step=step)
@@ -41,12 +59,8 @@ def _log(run: tracker.Run, start: int, stop: int) -> None:
 def test_store_full_mid_run_then_freed_loses_nothing(small_disk, tmp_path: Path) -> None:
     disk = small_disk("16m")
     store = _store_on(disk, tmp_path, journal_elsewhere=True)
-    run = tracker.init_run(project="p", store=store, system_metrics=False)
-    _log(run, 0, 5000)
-    run.flush()
-    filler = fill(disk)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    run, filler = _durable_then_full(store, disk, 5000)
+    with _tracker_warnings_expected():
         # Enough points that the store needs new pages while the disk is full.
         for block in range(4):
             _log(run, 5000 + block * 4000, 5000 + (block + 1) * 4000)
@@ -70,13 +84,9 @@ def test_store_full_at_close_keeps_the_journal_and_sync_applies_it(
 ) -> None:
     disk = small_disk("16m")
     store = _store_on(disk, tmp_path, journal_elsewhere=True)
-    run = tracker.init_run(project="p", store=store, system_metrics=False)
-    _log(run, 0, 1000)
-    run.flush()
-    filler = fill(disk)
+    run, filler = _durable_then_full(store, disk, 1000)
     _log(run, 1000, 41_000)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with _tracker_warnings_expected():
         with pytest.raises(tracker.WriterError, match="safe in its journal"):
             run.close()
     filler.unlink()
@@ -98,12 +108,8 @@ def test_journal_full_holds_points_in_bounded_memory_and_counts_drops(
     monkeypatch.setenv("TRACKER_MAX_UNWRITTEN_POINTS", "60000")
     disk = small_disk("16m")
     store = str(disk / "store")
-    run = tracker.init_run(project="p", store=store, system_metrics=False)
-    _log(run, 0, 1000)
-    run.flush()
-    filler = fill(disk)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    run, filler = _durable_then_full(store, disk, 1000)
+    with _tracker_warnings_expected():
         _log(run, 1000, 21_000)  # 40,000 points: held in memory
         with pytest.raises(tracker.WriterError, match="40000 point"):
             run.flush()
@@ -118,8 +124,7 @@ def test_journal_full_holds_points_in_bounded_memory_and_counts_drops(
         assert str(dropped) in str(info.value)
         assert len(writer.queue) == 0  # the queue is drained into the bounded hold
     filler.unlink()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with _tracker_warnings_expected():
         with pytest.raises(tracker.WriterError, match="were dropped"):
             run.close()  # the drops are reported to the end
     r = tracker.read_run(run.id, store=store)
@@ -133,13 +138,9 @@ def test_journal_full_holds_points_in_bounded_memory_and_counts_drops(
 def test_journal_full_at_close_says_what_is_lost(small_disk) -> None:
     disk = small_disk("16m")
     store = str(disk / "store")
-    run = tracker.init_run(project="p", store=store, system_metrics=False)
-    _log(run, 0, 1000)
-    run.flush()
-    filler = fill(disk)
+    run, filler = _durable_then_full(store, disk, 1000)
     _log(run, 1000, 6000)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with _tracker_warnings_expected():
         with pytest.raises(tracker.WriterError, match=r"10000 point\(s\) .* are lost"):
             run.close()
     filler.unlink()

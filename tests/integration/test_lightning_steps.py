@@ -29,6 +29,8 @@ import tracker  # noqa: E402
 from tracker.integrations._common import GROUP_TAG_PREFIX, PREVIOUS_RUN_FIELD  # noqa: E402
 from tracker.integrations.lightning import TrackerLogger  # noqa: E402
 
+from .test_lightning import _trainer as _lightning_trainer  # noqa: E402
+
 Point = tuple[int, float]
 
 
@@ -74,22 +76,9 @@ class Recording(TrackerLogger):
 
 
 def _trainer(tmp_path: Path, logger: Any, **kwargs: Any) -> Trainer:
-    options: dict[str, Any] = dict(
-        logger=logger,
-        max_steps=4,
-        limit_train_batches=4,
-        limit_val_batches=1,
-        val_check_interval=2,
-        log_every_n_steps=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        default_root_dir=str(tmp_path / "root"),
-        accelerator="cpu",
-        devices=1,
-    )
-    options.update(kwargs)
-    return Trainer(**options)
+    # test_lightning's Trainer, without checkpoints unless a test asks for them.
+    kwargs.setdefault("enable_checkpointing", False)
+    return _lightning_trainer(tmp_path, logger, **kwargs)
 
 
 def _read(run_id: str | None, store: str, path: str, **options: Any) -> list[Point]:

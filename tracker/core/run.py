@@ -201,6 +201,13 @@ class Run:
 
             run.log({"train/loss": loss, "train/lr": lr}, step=global_step)
         """
+        # Every key a known float series and every value a plain number: queue the call
+        # as it is (two C-level set operations); anything else is checked value by value.
+        fast = (
+            type(data) is dict
+            and self._float_paths.issuperset(data)
+            and _FAST_TYPES.issuperset(map(type, data.values()))
+        )
         if step is None:
             # Taking the step and queueing the call under one lock keeps threads that
             # share a run from queueing steps out of order (the store keeps a series'
@@ -209,12 +216,9 @@ class Run:
                 step = next(self._counter)
                 if step < self._step:
                     step = self._resync_counter()
-                if (
-                    type(data) is dict
-                    and self._float_paths.issuperset(data)
-                    and _FAST_TYPES.issuperset(map(type, data.values()))
-                ):
-                    self._enqueue((step, _time(), data.copy()))  # ops.log_call, inline
+                if fast:
+                    # ops.log_call, inline; ``fast`` means data is a dict.
+                    self._enqueue((step, _time(), data.copy()))  # type: ignore[attr-defined]
                 else:
                     self._log_slow(data, step, _time())
         else:
@@ -227,12 +231,8 @@ class Run:
                 step = self._check_step(step)
                 if step < self._step - 1:
                     self._check_lower(data, step)
-            if (
-                type(data) is dict
-                and self._float_paths.issuperset(data)
-                and _FAST_TYPES.issuperset(map(type, data.values()))
-            ):
-                self._enqueue((step, _time(), data.copy()))
+            if fast:
+                self._enqueue((step, _time(), data.copy()))  # type: ignore[attr-defined]
             else:
                 self._log_slow(data, step, _time())
         if len(self._queue) > self._writer.max_queue:
