@@ -1,4 +1,4 @@
-"""DDP step time with no logging, with tracker, and with a naive gather (issue 4).
+"""DDP step time with no logging, with tracker, and with a naive gather.
 
 Launched by ``run.py`` (workload "ddp") as
 

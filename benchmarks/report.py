@@ -607,7 +607,7 @@ TITLES = {
     "many_series": "4. 100,000 distinct series in one run, logged and closed",
     "read": "5. Read a 1,000,000-point series",
     "downsample": "6. Downsample 10,000,000 points to 1,000 buckets, min/max kept",
-    "ddp": "8. DDP step time with and without tracker (issue 4)",
+    "ddp": "8. DDP step time with and without tracker",
     "backpressure": "9. Back-pressure: when `run.log` waits for the writer",
 }
 

@@ -549,7 +549,7 @@ def wl_import(ctx: Context) -> dict[str, Any]:
 
 
 def wl_ddp(ctx: Context) -> dict[str, Any]:
-    """Issue 4: DDP step time with no tracker, tracker, naive all_gather_object (torchrun)."""
+    """DDP step time with no tracker, tracker, naive all_gather_object (torchrun)."""
     if not ctx.wants("tracker"):
         return {"rows": []}
     try:
@@ -607,7 +607,7 @@ class Workload:
 # ---------------------------------------------------------------------------------------
 # THE REGISTRY. Add a workload here: a function taking the Context and returning a dict
 # (usually {"rows": [...]}) and a renderer of the same name in report.py (RENDERERS).
-# The DDP benchmark of issue 4 is the "ddp" entry (benchmarks/ddp_overhead.py, torchrun).
+# The DDP benchmark is the "ddp" entry (benchmarks/ddp_overhead.py, torchrun).
 # ---------------------------------------------------------------------------------------
 WORKLOADS: dict[str, Workload] = {
     "import": Workload(wl_import, "import tracker"),

@@ -4,9 +4,13 @@
     KERAS_BACKEND=torch python examples/keras_fit.py     # torch backend
 
 The run gets the fit parameters (config/fit/...), the optimizer config
-(config/optimizer/...), the Keras version and backend (config/framework/...) and the model
-summary; each epoch's train and validation metrics and the learning rate at the epoch
-index; and every 10th batch's loss at the global batch step. Look at it with `tracker ls`.
+(config/optimizer/...), the Keras version and backend (config/framework/...), the
+EarlyStopping settings (config/early_stopping/...) and the model summary; each epoch's
+train and validation metrics and the learning rate the epoch used (the schedule's rate
+at its last batch) at the epoch index; every 10th batch's loss and rate at the global
+batch step; and at the end the epochs that ran (summary/epochs_run) and what early
+stopping did (early_stopping/...: stopped, stopped_epoch, best_epoch, restored_weights).
+Look at it with `tracker ls`.
 """
 
 from __future__ import annotations
@@ -36,13 +40,33 @@ def main() -> None:
     )
 
     callback = TrackerCallback(project="examples", name="keras-fit", log_every_n_batches=10)
-    model.fit(x, y, batch_size=64, epochs=5, validation_split=0.2, verbose=2, callbacks=[callback])
+    stopping = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=2, min_delta=1e-3, restore_best_weights=True
+    )
+    model.fit(
+        x,
+        y,
+        batch_size=64,
+        epochs=30,
+        validation_split=0.2,
+        verbose=2,
+        callbacks=[callback, stopping],
+    )
 
     run = tracker.list_runs(project="examples")[0]
     r = tracker.read_run(run["id"])
     print(
         f"run {run['id']} ({r.status}): val/accuracy by epoch",
         np.round(r["val/accuracy"].fetch_values().value, 3).tolist(),
+    )
+    stopped = r["early_stopping/stopped"].fetch()
+    print(
+        f"{r['summary/epochs_run'].fetch()} of {r['config/fit/epochs'].fetch()} epochs ran"
+        + (
+            f"; stopped early, best epoch {r['early_stopping/best_epoch'].fetch()}"
+            if stopped
+            else ""
+        )
     )
 
 

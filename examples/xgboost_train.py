@@ -2,11 +2,14 @@
 
     python examples/xgboost_train.py
 
-The run gets the booster's parameters (config/params/...) and the XGBoost version
-(config/framework/xgboost_version), every iteration's metrics for each eval set
-(train/logloss, valid/logloss, valid/auc), the best iteration and score, feature
-importance by gain and weight, and the saved model as a tracked file. The same callback
-works with the sklearn estimators: XGBClassifier(..., callbacks=[TrackerCallback(...)]).
+The run gets the booster's parameters (config/params/...), the rounds asked for and
+early stopping's patience (config/num_boost_round, config/early_stopping_rounds) and the
+XGBoost version (config/framework/xgboost_version), every iteration's metrics for each
+eval set (train/logloss, valid/logloss, valid/auc), the best iteration and score, the
+rounds the model has (model/num_boosted_rounds), feature importance by gain and weight,
+and the saved model as a tracked file. The same callback works with the sklearn
+estimators (XGBClassifier(..., callbacks=[TrackerCallback(...)])) and with xgboost.cv,
+whose runs hold the mean over the folds and its standard deviation (test/logloss_std).
 """
 
 from __future__ import annotations
@@ -46,9 +49,11 @@ def main() -> None:
     run = tracker.list_runs(project="examples")[0]
     r = tracker.read_run(run["id"])
     print(
-        f"run {run['id']} ({r.status}): best iteration {r['best/iteration'].fetch()}, "
-        f"{r['best/metric'].fetch()} = {r['best/score'].fetch():.4f}, "
-        f"gain of x0 = {r['importance/gain/x0'].fetch():.1f}"
+        f"run {run['id']} ({r.status}): {r['model/num_boosted_rounds'].fetch()} of "
+        f"{r['config/num_boost_round'].fetch()} rounds (patience "
+        f"{r['config/early_stopping_rounds'].fetch()}); best iteration "
+        f"{r['best/iteration'].fetch()}, {r['best/metric'].fetch()} = "
+        f"{r['best/score'].fetch():.4f}, gain of x0 = {r['importance/gain/x0'].fetch():.1f}"
     )
 
 

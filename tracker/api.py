@@ -120,6 +120,7 @@ def _open(
             f"system_metrics={system_metrics!r}: use True, False or an interval in seconds"
         )
     run_args["tags"] = check_tags(run_args.get("tags", ()))
+    created = _missing_directories(run_args.get("store"))
     if mode != "disabled":
         environment = {f"sys/{k}": v for k, v in capture_environment().items()}
         run_args.update(mask=mask_secrets, extra_fields=environment)
@@ -136,15 +137,39 @@ def _open(
     if quiet is None:
         quiet = os.environ.get("TRACKER_QUIET", "").strip().lower() in ("1", "true", "yes")
     if not quiet and mode != "disabled" and run.is_writer:
-        _say_where(run, mode)
+        _say_where(run, mode, created)
     return run
+
+
+def _missing_directories(store: Any) -> list[str]:
+    """The directories opening ``store`` will create (a store made now), outermost first."""
+    from .core.stores import store_kind
+    from .core.stores.base import resolve_store_path
+
+    try:
+        if store_kind(store) != "directory":
+            return []  # a server or a database: nothing is created on this machine
+        root = resolve_store_path(store)
+    except Exception:  # noqa: BLE001 - a bad store= fails with its own error when opened
+        return []
+    if (root / "store.db").exists():
+        return []
+    missing = []
+    path = root
+    while not path.exists() and path != path.parent:
+        missing.append(str(path))
+        path = path.parent
+    return missing[::-1] or [str(root)]
 
 
 _announced: set[tuple[str, str]] = set()  # (store, run id): one line per run and process
 
 
-def _say_where(run: Run, mode: str) -> None:
-    """One line on stderr: where the run went and how to look at it."""
+def _say_where(run: Run, mode: str, created: list[str]) -> None:
+    """One line on stderr: where the run went and how to look at it.
+
+    A store made by this call is said to be new, with the directories made for it, so
+    that a mistyped ``store=`` shows at once rather than as runs missing elsewhere."""
     import shlex
     import sys
 
@@ -157,8 +182,14 @@ def _say_where(run: Run, mode: str) -> None:
         what = f"journal only (offline); `tracker sync --store {store}` applies it"
     else:
         what = f"look at it with `tracker show {run.id} --store {store}`"
+    where = str(root)
+    if created:
+        made = [d for d in created if d != str(root)]
+        where = f"a new store {root} (created now" + (
+            f", with the missing directories {', '.join(made)})" if made else ")"
+        )
     sys.stderr.write(
-        f"tracker: run {run.id} (project {run.project}) in {root}: {what} "
+        f"tracker: run {run.id} (project {run.project}) in {where}: {what} "
         "(TRACKER_QUIET=1 or init_run(quiet=True) silences this)\n"
     )
 

@@ -1,6 +1,8 @@
 """Lightning strategy="ddp", two CPU processes (gloo): one run, Lightning's metrics from
 rank 0, per-rank figures from both ranks, and no hang on keys only one rank logs; then a
-second fit (a linked run) and a resume from a checkpoint (a rewind) in one job."""
+second fit (a linked run) and a resume from a checkpoint (a rewind) in one job. And
+strategy="ddp_spawn", where the process that calls ``fit`` never trains: it must still
+know the run its spawned workers wrote, for ``trainer.test()`` and the next ``fit``."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +21,12 @@ from ..conftest import python_env
 pytest.importorskip("lightning", reason="needs lightning (pip install 'tracker-dl[lightning]')")
 pytest.importorskip("torch", reason="needs torch")
 pytestmark = pytest.mark.distributed
+
+from lightning.pytorch import Callback, Trainer  # noqa: E402
+from lightning.pytorch.demos.boring_classes import BoringModel  # noqa: E402
+
+from tracker.integrations._common import GROUP_TAG_PREFIX, PREVIOUS_RUN_FIELD  # noqa: E402
+from tracker.integrations.lightning import TrackerLogger  # noqa: E402
 
 SCRIPT = Path(__file__).parent / "scripts" / "lightning_ddp_job.py"
 STEPS = 4
@@ -161,3 +170,100 @@ def test_ddp_second_fit_and_resume(tmp_path: Path, store: str) -> None:
             assert list(r[key].fetch_values(rank=rank).step) == list(range(6)), (key, rank)
             everything = r[key].fetch_values(rank=rank, include_superseded=True)
             assert list(everything.step) == both, (key, rank)
+
+
+class SpawnModel(BoringModel):
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        out = super().training_step(batch, batch_idx)
+        self.log("train_loss", out["loss"])
+        return out
+
+    def test_step(self, batch: Any, batch_idx: int) -> Any:
+        out = super().test_step(batch, batch_idx)
+        self.log("test_loss", out["y"], sync_dist=True)
+        return out
+
+
+class WriteVersion(Callback):
+    """Each spawned rank writes the logger's version to a file, per stage."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def _write(self, trainer: Any, stage: str) -> None:
+        name = f"{stage}-{trainer.global_rank}"
+        Path(self.directory, name).write_text(str(trainer.logger.version))
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._write(trainer, "fit")
+
+    def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+        self._write(trainer, "test")
+
+
+def _spawn_trainer(logger: TrackerLogger, directory: Path) -> Trainer:
+    directory.mkdir()
+    return Trainer(
+        logger=logger,
+        strategy="ddp_spawn",
+        accelerator="cpu",
+        devices=2,
+        max_steps=2,
+        limit_val_batches=0,
+        limit_test_batches=2,
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(directory),
+        callbacks=[WriteVersion(str(directory))],
+    )
+
+
+def _versions(directory: Path, stage: str) -> set[str]:
+    return {(directory / f"{stage}-{rank}").read_text() for rank in (0, 1)}
+
+
+def test_ddp_spawn_fit_then_test_and_a_second_fit(
+    tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    logger = TrackerLogger(project="lit-spawn", store=store)
+    model = SpawnModel()
+    trainer = _spawn_trainer(logger, tmp_path / "first")
+    trainer.fit(model)
+    first = logger.version
+    # This process never trained, yet knows the run: the id was chosen before the
+    # workers got their copies of the logger.
+    assert first is not None
+    assert _versions(tmp_path / "first", "fit") == {first}
+
+    trainer.test(model)  # spawns again: into the run the fit wrote
+    assert _versions(tmp_path / "first", "test") == {first}
+    assert [row["id"] for row in tracker.list_runs(store=store)] == [first]
+    r = tracker.read_run(first, project="lit-spawn", store=store)
+    assert r.status == "finished"
+    assert list(r["train_loss"].fetch_values().step) == [0, 1]
+    # At Lightning's step: under spawn this process's Trainer never counted the workers'
+    # steps, so the test stage logs at 0.
+    assert len(r["test_loss"].fetch_values()) == 1
+    assert r.ranks() == [0, 1]
+
+    # A second fit through the same logger (Lightning needs a new Trainer for it under
+    # spawn): a new training, so a run of its own, linked to the first, as without spawn.
+    _spawn_trainer(logger, tmp_path / "second").fit(SpawnModel())
+    second = logger.version
+    assert second not in (None, first)
+    assert _versions(tmp_path / "second", "fit") == {second}
+    runs = {row["id"]: row["status"] for row in tracker.list_runs(store=store)}
+    assert runs == {first: "finished", second: "finished"}
+    r2 = tracker.read_run(second, project="lit-spawn", store=store)
+    assert r2[PREVIOUS_RUN_FIELD].fetch() == first
+    assert GROUP_TAG_PREFIX + first in r2.tags
+    assert list(r2["train_loss"].fetch_values().step) == [0, 1]
+
+    # Written here after the workers closed the run: kept, and the run stays finished.
+    logger.log_hyperparams({"after": 1})
+    r2 = tracker.read_run(second, project="lit-spawn", store=store)
+    assert r2["config/after"].fetch() == 1
+    assert r2.status == "finished"

@@ -1,5 +1,5 @@
-"""``report_to=["tracker"]`` in a script that never imports tracker, in a fresh interpreter,
-and what the ``tracker_hf_hook.pth`` line costs an interpreter that never uses transformers.
+"""``report_to=["tracker"]`` (and ``report_to="all"``) in a script that never imports
+tracker, in a fresh interpreter, and what the ``tracker_hf_hook.pth`` line costs an interpreter that never uses transformers.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tracker.integrations._hf_hook import PTH_NAME, PTH_TEXT
 # The user's script: no tracker import anywhere.
 SCRIPT = textwrap.dedent(
     """
+    import json
     import sys
 
     import torch
@@ -36,8 +37,9 @@ SCRIPT = textwrap.dedent(
 
     config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=37, max_position_embeddings=16)
+    report_to = json.loads(sys.argv[2]) if len(sys.argv) > 2 else ["tracker"]
     args = TrainingArguments(sys.argv[1], max_steps=3, per_device_train_batch_size=4,
-                             logging_steps=1, save_strategy="no", report_to=["tracker"],
+                             logging_steps=1, save_strategy="no", report_to=report_to,
                              use_cpu=True, disable_tqdm=True)
     assert "tracker.integrations.transformers" not in sys.modules
     trainer = Trainer(model=BertForSequenceClassification(config), args=args,
@@ -62,7 +64,7 @@ def _only_run(store: str, project: str) -> tracker.core.reader.RunReader:  # typ
     return tracker.read_run(runs[0]["id"], project=project, store=store)
 
 
-def _run_script(tmp_path: Path, store: str, prefix: list[str]) -> str:
+def _run_script(tmp_path: Path, store: str, prefix: list[str], *extra: str) -> str:
     pytest.importorskip(
         "transformers", reason="needs transformers (pip install 'tracker-dl[transformers]')"
     )
@@ -73,7 +75,7 @@ def _run_script(tmp_path: Path, store: str, prefix: list[str]) -> str:
     script.write_text(SCRIPT)
     env = python_env(TRACKER_STORE=store, TRACKER_PROJECT="report-to", HF_HUB_OFFLINE="1")
     done = subprocess.run(
-        [PYTHON, *prefix, str(script), str(tmp_path / "out")],
+        [PYTHON, *prefix, str(script), str(tmp_path / "out"), *extra],
         env=env,
         capture_output=True,
         text=True,
@@ -94,7 +96,7 @@ def test_report_to_tracker_with_the_installed_pth(tmp_path: Path, store: str) ->
     r = _only_run(store, "report-to")
     assert r.status == "finished"
     assert list(r["train/loss"].fetch_values().step) == [1, 2, 3]
-    assert r["config/training_args/report_to"].fetch() == "[tracker]"
+    assert r["config/training_args/report_to"].fetch() == ["tracker"]
 
 
 def test_report_to_tracker_with_the_checkout_pth(tmp_path: Path, store: str) -> None:
@@ -111,6 +113,23 @@ def test_report_to_tracker_with_the_checkout_pth(tmp_path: Path, store: str) -> 
     r = _only_run(store, "report-to")
     assert r.status == "finished"
     assert len(r["train/loss"].fetch_values()) == 3
+
+
+def test_report_to_all_includes_tracker_with_the_checkout_pth(tmp_path: Path, store: str) -> None:
+    """``report_to="all"``: every integration transformers finds installed, tracker too."""
+    site_dir = tmp_path / "site"
+    site_dir.mkdir()
+    (site_dir / PTH_NAME).write_text(PTH_TEXT)
+    boot = (
+        "import site, sys, runpy; site.addsitedir(sys.argv.pop(1)); "
+        "sys.argv.pop(0); runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    out = _run_script(tmp_path, store, ["-c", boot, str(site_dir)], '"all"')
+    assert "TrackerCallback" in out
+    r = _only_run(store, "report-to")
+    assert r.status == "finished"
+    assert list(r["train/loss"].fetch_values().step) == [1, 2, 3]
+    assert "tracker" in r["config/training_args/report_to"].fetch()
 
 
 def test_interpreter_start_imports_nothing_for_the_hook() -> None:

@@ -2,7 +2,7 @@
 
 Real ``Trainer`` runs on the tiny BERT of ``test_transformers``: ``evaluate()`` after
 training (twice, and after ``load_best_model_at_end``) is kept at the last step of the
-training's run; each ``train()`` on one Trainer and each ``hyperparameter_search`` trial
+training's run, which it closes again before returning; each ``train()`` on one Trainer and each ``hyperparameter_search`` trial
 gets a run of its own, linked to the first; a resume from a checkpoint continues the
 checkpoint's run and supersedes what the abandoned attempt logged after it; a user's run
 takes each training after its last step.
@@ -105,11 +105,34 @@ def test_evaluate_twice_after_training_keeps_both_points_in_the_training_run(
     assert last.value[-1] == second["eval_runtime"]
     earliest = r["eval/runtime"].fetch_values(per_step="first")
     assert earliest.value[-1] == _logged(trainer, "eval_runtime")[1][1]  # the training's
-    # The evaluations reopened the run; closing it leaves it finished with everything.
-    callback.run.close()
-    r = tracker.read_run(callback.run_id, project="hf", store=store)
+    # Each evaluation reopened the run and closed it again: nothing left open.
+    assert callback.run is None
     assert r.status == "finished"
-    assert len(r["eval/loss"].fetch_values()) == 4
+    assert r["summary/global_step"].fetch() == 4
+
+
+def test_evaluate_before_training_closes_the_run_that_training_then_continues(
+    tmp_path: Path, store: str
+) -> None:
+    callback = TrackerCallback(project="hf", store=store)
+    trainer = Trainer(
+        model=_model(),
+        args=_args(tmp_path, eval_strategy="no", save_strategy="no"),
+        train_dataset=Tokens(),
+        eval_dataset=Tokens(),
+        callbacks=[callback],
+    )
+    with _no_lower_step_warning():
+        baseline = trainer.evaluate()
+        assert callback.run is None
+        assert _runs(store)[0].status == "finished"
+        trainer.train()
+
+    [r] = _runs(store)
+    assert r.status == "finished"
+    assert r["eval/loss"].fetch() == baseline["eval_loss"]
+    assert list(r["eval/loss"].fetch_values().step) == [0]
+    assert list(r["train/loss"].fetch_values().step) == [1, 2, 3, 4]
 
 
 def test_evaluate_after_load_best_model_at_end_is_kept(tmp_path: Path, store: str) -> None:
@@ -134,7 +157,7 @@ def test_evaluate_after_load_best_model_at_end_is_kept(tmp_path: Path, store: st
     assert loss.value[-1] == best["eval_loss"]
     assert r["eval/loss"].fetch_values(per_step="last").value[-1] == best["eval_loss"]
     assert r["checkpoints/best"].fetch() == os.path.abspath(trainer.state.best_model_checkpoint)
-    callback.run.close()
+    assert r.status == "finished"
 
 
 # -- one run per training --------------------------------------------------------------------
@@ -196,7 +219,8 @@ def test_hyperparameter_search_gives_each_trial_a_run_in_one_group(
             backend="optuna",
             sampler=optuna.samplers.RandomSampler(seed=0),
         )
-    callback.run.close()  # the last trial's run, reopened for the search's evaluate()
+    # The search's evaluate() after each trial reopened the trial's run and closed it.
+    assert callback.run is None
 
     runs = _runs(store)
     assert len(runs) == 3

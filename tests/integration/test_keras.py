@@ -363,6 +363,77 @@ def test_initial_epoch_before_the_last_with_batches_keeps_finished_batches(store
     assert newest.value.tolist() == pytest.approx(first["loss"][:1] + again["loss"])
 
 
+class _RatesUsed(keras.callbacks.Callback):
+    """The learning rate each training batch is about to use, read as it begins."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rates: list[float] = []
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        lr = self.model.optimizer.learning_rate
+        self.rates.append(float(keras.ops.convert_to_numpy(lr)))
+
+
+def test_the_learning_rate_logged_is_the_one_each_epoch_and_batch_used(store: str) -> None:
+    # Halved at every step: the rate after an epoch is not the one its batches used.
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=schedule), loss="mse")
+    cb = TrackerCallback(project="k", store=store, log_every_n_batches=1, system_metrics=False)
+    used = _RatesUsed()
+    x, y = _data(48)
+    model.fit(x, y, batch_size=8, epochs=2, validation_split=0.25, verbose=0, callbacks=[used, cb])
+    assert used.rates == pytest.approx([0.1 * 0.5**i for i in range(10)])
+    r = _only_run(store)
+    batch = r["batch/lr"].fetch_values()
+    assert batch.step.tolist() == list(range(10))
+    assert batch.value.tolist() == pytest.approx(used.rates)
+    # Each epoch's rate is the one its last batch used (5 batches an epoch).
+    epoch = r["train/lr"].fetch_values()
+    assert epoch.step.tolist() == [0, 1]
+    assert epoch.value.tolist() == pytest.approx([used.rates[4], used.rates[9]])
+
+
+@pytest.mark.parametrize("restore", [True, False], ids=["restore", "keep-last"])
+@pytest.mark.parametrize("first", ["tracker", "early-stopping"])
+def test_early_stopping_records_where_it_stopped_and_its_best_epoch(
+    store: str, restore: bool, first: str
+) -> None:
+    # No epoch after the first improves by 1e9: patience 2 stops the fit at epoch 2.
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=2, min_delta=1e9, restore_best_weights=restore
+    )
+    cb = TrackerCallback(project="k", store=store, system_metrics=False)
+    model = _model()
+    x, y = _data(48)
+    callbacks = [cb, stop] if first == "tracker" else [stop, cb]
+    history = model.fit(
+        x, y, batch_size=8, epochs=30, validation_split=0.25, verbose=0, callbacks=callbacks
+    ).history
+    assert len(history["loss"]) == 3
+    r = _only_run(store)
+    assert r["config/fit/epochs"].fetch() == 30  # what was asked for...
+    assert r["summary/epochs_run"].fetch() == 3  # ...and what ran
+    assert r["train/loss"].fetch_values().step.tolist() == [0, 1, 2]
+    assert r["config/early_stopping/monitor"].fetch() == "val_loss"
+    assert r["config/early_stopping/patience"].fetch() == 2
+    assert r["config/early_stopping/restore_best_weights"].fetch() is restore
+    assert r["early_stopping/stopped"].fetch() is True
+    assert r["early_stopping/stopped_epoch"].fetch() == 2
+    assert r["early_stopping/best_epoch"].fetch() == 0
+    assert r["early_stopping/best"].fetch() == pytest.approx(history["val_loss"][0])
+    assert r["early_stopping/restored_weights"].fetch() is restore
+
+
+def test_a_fit_without_early_stopping_records_the_epochs_it_ran(store: str) -> None:
+    cb = TrackerCallback(project="k", store=store, system_metrics=False)
+    _fit(_model(), cb, 2)
+    r = _only_run(store)
+    assert r["summary/epochs_run"].fetch() == 2
+    assert not any(p.startswith(("early_stopping/", "config/early_stopping/")) for p in r.paths())
+
+
 _TORCH_FIT = """
 import sys
 import numpy as np

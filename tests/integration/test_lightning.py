@@ -1,5 +1,6 @@
 """Lightning TrackerLogger: the Logger contract, real fits read back from the store, resume,
-and the scenarios of Lightning's own generic logger test (tests_pytorch/loggers/test_all.py).
+several loggers in one Trainer, deleted checkpoints, writes after the end. Lightning's own
+generic logger scenarios run in test_lightning_generic.py.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("lightning", reason="needs lightning (pip install 'tracker-dl[lightning]')")
@@ -20,7 +22,6 @@ torch = pytest.importorskip("torch", reason="needs torch")
 from lightning.pytorch import Callback, Trainer  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.demos.boring_classes import BoringModel  # noqa: E402
-from lightning.pytorch.loggers.logger import DummyExperiment  # noqa: E402
 
 import tracker  # noqa: E402
 from tracker.integrations.lightning import TrackerLogger  # noqa: E402
@@ -85,8 +86,8 @@ def test_fit_records_metrics_hparams_checkpoints_and_closes(tmp_path: Path, stor
     assert r["config/lr"].fetch() == 0.1
     assert r["config/optimizer"].fetch() == "SGD"
     assert r["config/extra/nested/depth"].fetch() == 3
-    assert r["config/extra/layers"].fetch() == "[64, 32]"
-    assert r["config/extra/none"].fetch() == "None"
+    assert r["config/extra/layers"].fetch() == [64, 32]
+    assert r["config/extra/none"].fetch() is None
     assert r["model/parameters"].fetch() == sum(p.numel() for p in model.parameters())
     # Each checkpoint: a reference with path, size and hash; the file stays where it was.
     assert checkpoint.best_k_models
@@ -130,7 +131,7 @@ def test_hyperparams_from_namespace_and_metrics_with_step(store: str) -> None:
     r = tracker.read_run(logger.version, project="lit", store=store)
     assert r["config/lr"].fetch() == 0.01
     assert r["config/act"].fetch() == "ReLU"
-    assert r["config/sizes"].fetch() == "[1, 2]"
+    assert r["config/sizes"].fetch() == [1, 2]
     assert list(r["fold1/loss"].fetch_values().step) == [7, 9]
     assert list(r["fold1/acc"].fetch_values().value) == [0.25]
 
@@ -236,95 +237,10 @@ def test_works_with_the_pytorch_lightning_package(tmp_path: Path, store: str) ->
     assert len(r["per_rank/step_time"].fetch_values()) == 3
 
 
-# -- Lightning's generic logger scenarios (tests_pytorch/loggers/test_all.py) ----------------
+# -- what Lightning users do beyond one fit (the generic scenarios: test_lightning_generic) --
 
 
-def test_all_fit_then_test_history(tmp_path: Path, store: str) -> None:
-    class CustomModel(BoringModel):
-        def training_step(self, batch: Any, batch_idx: int) -> Any:
-            loss = self.step(batch)
-            self.log("train_some_val", loss)
-            return {"loss": loss}
-
-        def on_validation_epoch_end(self) -> None:
-            self.log_dict({"early_stop_on": torch.tensor(1), "val_loss": torch.tensor(0.5)})
-
-        def on_test_epoch_end(self) -> None:
-            self.log("test_loss", torch.tensor(2))
-
-    class StoreHistoryLogger(TrackerLogger):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.history: list[tuple[int, dict[str, float]]] = []
-
-        def log_metrics(self, metrics: Any, step: Any = None) -> None:
-            super().log_metrics(metrics, step)
-            self.history.append((step, metrics))
-
-    logger = StoreHistoryLogger(project="all", store=store, save_dir=str(tmp_path))
-    trainer = Trainer(
-        max_epochs=1,
-        logger=logger,
-        limit_train_batches=1,
-        limit_val_batches=1,
-        log_every_n_steps=1,
-        default_root_dir=str(tmp_path),
-        enable_progress_bar=False,
-    )
-    trainer.fit(CustomModel())
-    trainer.test()
-
-    assert [(s, sorted(m)) for s, m in logger.history] == [
-        (0, ["epoch", "train_some_val"]),
-        (0, ["early_stop_on", "epoch", "val_loss"]),
-        (1, ["epoch", "test_loss"]),
-    ]
-    # The same figures, read back: trainer.test() continued the run fit closed.
-    assert len(tracker.list_runs(store=store)) == 1
-    r = tracker.read_run(logger.version, project="all", store=store)
-    assert r.status == "finished"
-    assert list(r["test_loss"].fetch_values().step) == [1]
-    assert list(r["val_loss"].fetch_values().value) == [0.5]
-
-
-def test_all_pickle_round_trip(tmp_path: Path, store: str) -> None:
-    logger = TrackerLogger(project="all", store=store, save_dir=str(tmp_path))
-    _ = logger.experiment  # the live run must not be pickled
-    logger.log_metrics({"a": 1})
-    logger.save()
-    pickle.dumps(logger)
-    trainer = Trainer(max_epochs=1, logger=logger, default_root_dir=str(tmp_path))
-
-    trainer2 = pickle.loads(pickle.dumps(trainer))
-    trainer2.logger.log_metrics({"acc": 1.0})
-    assert trainer2.logger.name == logger.name
-    assert trainer2.logger.save_dir == logger.save_dir
-    assert trainer2.logger.version == logger.version
-    trainer2.logger.finalize("success")
-    logger.finalize("success")
-    r = tracker.read_run(logger.version, project="all", store=store)
-    assert {"a", "acc"} <= set(r.paths())
-
-
-def test_all_logger_reset_by_tuner(tmp_path: Path, store: str) -> None:
-    from lightning.pytorch.tuner.tuning import Tuner
-
-    class CustomModel(BoringModel):
-        def __init__(self, lr: float = 0.1, batch_size: int = 1) -> None:
-            super().__init__()
-            self.save_hyperparameters()
-
-    model = CustomModel()
-    logger = TrackerLogger(project="all", store=store)
-    trainer = Trainer(
-        default_root_dir=str(tmp_path), max_epochs=1, logger=logger, enable_progress_bar=False
-    )
-    Tuner(trainer).lr_find(model, num_training=3)
-    assert trainer.logger is logger
-    assert model.logger is logger
-
-
-def test_all_prefix_and_default_name(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prefix_and_default_name(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
     logger = TrackerLogger(project="all", store=store, prefix="tmp")
     logger.log_metrics({"test": 1.0}, step=0)
     logger.finalize("success")
@@ -336,40 +252,168 @@ def test_all_prefix_and_default_name(store: str, monkeypatch: pytest.MonkeyPatch
     assert TrackerLogger(store=store).name == "default"
 
 
-class LazyInitExperimentCheck(Callback):
-    def setup(self, trainer: Any, pl_module: Any, stage: Any = None) -> None:
-        if trainer.global_rank > 0:
-            return
-        assert trainer.logger._runs.run is not None
+class NumpyModel(BoringModel):
+    def __init__(self, complex_value: Any, long_value: Any, cdouble: Any) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        out = super().training_step(batch, batch_idx)
+        self.log("train_loss", out["loss"])
+        return out
 
 
-class RankZeroLoggerCheck(Callback):
-    def on_train_batch_start(
-        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
-    ) -> None:
-        is_dummy = isinstance(trainer.logger.experiment, DummyExperiment)
-        if trainer.is_global_zero:
-            assert not is_dummy
-        else:
-            assert is_dummy
-            assert pl_module.logger.experiment.something(foo="bar") is None
+def test_numpy_complex_and_longdouble_hyperparameters_do_not_stop_fit(
+    tmp_path: Path, store: str
+) -> None:
+    # Lightning's own loggers keep such values (its sanitising makes complex text); a
+    # hyperparameter must never stop a training.
+    logger = TrackerLogger(project="lit", store=store)
+    model = NumpyModel(np.complex128(1 + 2j), np.longdouble(0.25), np.cdouble(3 - 1j))
+    _trainer(tmp_path, logger, limit_val_batches=0, val_check_interval=None).fit(model)
+    r = tracker.read_run(logger.version, project="lit", store=store)
+    assert r.status == "finished"
+    assert r["config/complex_value"].fetch() == "(1+2j)"
+    assert r["config/long_value"].fetch() == 0.25
+    assert r["config/cdouble"].fetch() == "(3-1j)"
+    assert list(r["train_loss"].fetch_values().step) == [0, 1, 2, 3]
 
 
-@pytest.mark.distributed
-def test_all_logger_initialization_ddp_spawn(tmp_path: Path, store: str) -> None:
-    """Two spawned CPU processes: experiment ready at setup, a dummy on rank 1, one run."""
-    logger = TrackerLogger(project="all", store=store, save_dir=str(tmp_path))
-    trainer = Trainer(
-        logger=logger,
-        default_root_dir=str(tmp_path),
-        strategy="ddp_spawn",
-        accelerator="cpu",
-        devices=2,
-        max_steps=1,
-        callbacks=[LazyInitExperimentCheck(), RankZeroLoggerCheck()],
-        enable_progress_bar=False,
-        enable_model_summary=False,
+def _two_logger_fit(
+    tmp_path: Path, loggers: list[TrackerLogger], directory: str, steps: int, **fit: Any
+) -> None:
+    every_two = ModelCheckpoint(
+        dirpath=str(tmp_path / directory), every_n_train_steps=2, save_top_k=-1
     )
-    trainer.fit(BoringModel())
-    runs = tracker.list_runs(store=store)
-    assert len(runs) == 1 and runs[0]["status"] == "finished"
+    trainer = _trainer(
+        tmp_path,
+        loggers,
+        callbacks=[every_two],
+        max_steps=steps,
+        limit_train_batches=steps,
+        val_check_interval=None,
+        limit_val_batches=0,
+    )
+    trainer.fit(Model(), **fit)
+
+
+@pytest.mark.parametrize("projects", [("a", "b"), ("lit", "lit")], ids=["two-projects", "one"])
+def test_two_loggers_in_one_trainer_each_resume_their_own_run(
+    tmp_path: Path, store: str, projects: tuple[str, str]
+) -> None:
+    first = [
+        TrackerLogger(project=p, store=store, tags=[f"logger{i}"]) for i, p in enumerate(projects)
+    ]
+    _two_logger_fit(tmp_path, first, "c", 4)
+    # Each logger's state under its own key: resuming gives each its own run back.
+    again = [
+        TrackerLogger(project=p, store=store, tags=[f"logger{i}"]) for i, p in enumerate(projects)
+    ]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*belongs to tracker run")
+        _two_logger_fit(
+            tmp_path, again, "c2", 6, ckpt_path=str(tmp_path / "c" / "epoch=0-step=2.ckpt")
+        )
+    assert [logger.version for logger in again] == [logger.version for logger in first]
+    assert len({logger.version for logger in first}) == 2
+    assert {row["id"] for row in tracker.list_runs(store=store)} == {
+        logger.version for logger in first
+    }
+    for logger in first:
+        r = tracker.read_run(logger.version, store=store)
+        assert r.status == "finished"
+        # Both fits' points in the one run: 4 steps, then 4 more resumed from step 2
+        # (the steps a resume shows: test_resume_from_checkpoint_continues_the_same_run).
+        assert len(r["train_loss"].fetch_values(include_superseded=True)) == 8
+        assert len(r["per_rank/step_time"].fetch_values(include_superseded=True)) == 8
+
+
+def test_checkpoint_with_the_old_shared_key_still_resumes(tmp_path: Path, store: str) -> None:
+    first = [TrackerLogger(project="a", store=store), TrackerLogger(project="b", store=store)]
+    _two_logger_fit(tmp_path, first, "c", 4)
+    # As checkpoints were written before each logger had its own key: one entry under
+    # "TrackerLogger", the last logger's (it overwrote the first's).
+    path = tmp_path / "c" / "epoch=0-step=2.ckpt"
+    checkpoint = torch.load(path, weights_only=False)
+    callbacks = checkpoint["callbacks"]
+    for key in [k for k in callbacks if str(k).startswith("TrackerLogger")]:
+        del callbacks[key]
+    callbacks["TrackerLogger"] = {"run_id": first[1].version, "project": "b"}
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+
+    again = [TrackerLogger(project="a", store=store), TrackerLogger(project="b", store=store)]
+    _two_logger_fit(tmp_path, again, "c2", 6, ckpt_path=str(old))
+    # The entry names project b: b continues its run, rewound; a, whose state the old
+    # checkpoint lost, starts a run of its own rather than taking b's.
+    assert again[1].version == first[1].version
+    assert again[0].version not in (first[0].version, first[1].version)
+    r = tracker.read_run(first[1].version, store=store)
+    assert len(r["train_loss"].fetch_values(include_superseded=True)) == 8
+    assert r.status == "finished"
+    assert tracker.read_run(again[0].version, store=store).status == "finished"
+
+    # One logger alone, and its old checkpoint: the usual case, resumed as before.
+    checkpoint["callbacks"]["TrackerLogger"] = {"run_id": first[0].version, "project": "a"}
+    torch.save(checkpoint, old)
+    alone = TrackerLogger(project="a", store=store)
+    _two_logger_fit(tmp_path, [alone], "c3", 6, ckpt_path=str(old))
+    assert alone.version == first[0].version
+
+
+class Improving(Model):
+    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+        self.log("val_loss", 10.0 - self.global_step)  # each validation better than before
+
+
+def test_checkpoints_deleted_by_save_top_k_are_marked_removed(tmp_path: Path, store: str) -> None:
+    logger = TrackerLogger(project="lit", store=store)
+    best_two = ModelCheckpoint(
+        dirpath=str(tmp_path / "c"),
+        monitor="val_loss",
+        save_top_k=2,
+        save_last=True,
+        filename="{step}",
+    )
+    trainer = _trainer(tmp_path, logger, callbacks=[best_two], max_steps=8, limit_train_batches=8)
+    trainer.fit(Improving())
+    kept = {Path(p).name for p in best_two.best_k_models} | {"last.ckpt"}
+    assert sorted(os.listdir(tmp_path / "c")) == sorted(kept)
+
+    r = tracker.read_run(logger.version, project="lit", store=store)
+    recorded = {
+        path.split("/")[1]
+        for path in r.paths()
+        if path.startswith("checkpoints/") and path.endswith("/file")
+    }
+    # Every save was recorded (the validations after steps 2, 4, 6 and 8, and last), and
+    # exactly the files save_top_k deleted (the worst, each time a better one came) are
+    # marked; their reference stays for the record.
+    assert kept == {"step=6.ckpt", "step=8.ckpt", "last.ckpt"}
+    assert recorded == {"step=2", "step=4", "step=6", "step=8", "last"}
+    removed = {stem for stem in recorded if r[f"checkpoints/{stem}/removed"].fetch()}
+    assert removed == {"step=2", "step=4"}
+    for stem in recorded:
+        assert r[f"checkpoints/{stem}/file"].fetch()["size"] > 0
+    assert r["checkpoints/best"].fetch() == os.path.abspath(best_two.best_model_path)
+
+
+def test_a_write_after_fit_leaves_the_run_as_fit_left_it(tmp_path: Path, store: str) -> None:
+    logger = TrackerLogger(project="lit", store=store)
+    trainer = _trainer(tmp_path, logger)
+    model = Model()
+    trainer.fit(model)
+    logger.log_hyperparams({"late": {"value": 1}})
+    logger.log_metrics({"summary": 0.5}, step=3)
+    r = tracker.read_run(logger.version, project="lit", store=store)
+    assert r.status == "finished"
+    assert r["config/late/value"].fetch() == 1
+    assert list(r["summary"].fetch_values().step) == [3]
+    # A stage after it still writes to the same run and closes it again.
+    trainer.validate(model)
+    logger.log_hyperparams({"later": 2})
+    r = tracker.read_run(logger.version, project="lit", store=store)
+    assert r.status == "finished"
+    assert r["config/later"].fetch() == 2
+    assert len(r["val_loss"].fetch_values()) == 3
+    assert [row["id"] for row in tracker.list_runs(store=store)] == [logger.version]

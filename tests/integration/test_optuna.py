@@ -246,3 +246,149 @@ def test_three_processes_share_one_storage_and_one_store(tmp_path: Path, store: 
     assert record["study/best_trial"].fetch() == study.best_trial.number
     assert record["study/best_value"].fetch() == pytest.approx(study.best_value)
     assert record["study/n_trials"].fetch() == 15
+
+
+# -- one study, one set of run ids -----------------------------------------------------------
+
+
+def _xy_objective(cb: TrackerCallback, offset: float):
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", -1.0, 1.0)
+        cb.run_for(trial).log({"y": x + offset}, step=0)
+        return x + offset
+
+    return objective
+
+
+def _check_own_runs(store: str, study: optuna.Study, offset: float) -> None:
+    """Every trial of ``study`` has its own run, holding this study's params and curve."""
+    sid = TrackerCallback.study_run_id(study)
+    for trial in study.trials:
+        r = tracker.read_run(f"{sid}-t{trial.number}", store=store)
+        assert r.status == "finished"
+        assert r["config/x"].fetch() == pytest.approx(trial.params["x"])
+        assert r["y"].fetch_values().value.tolist() == pytest.approx([trial.value])
+        assert r["trial/value"].fetch() == pytest.approx(trial.params["x"] + offset)
+    record = tracker.read_run(sid, store=store)
+    assert record["study/n_trials"].fetch() == len(study.trials)
+    assert record["study/best_value"].fetch() == pytest.approx(study.best_value)
+
+
+def test_rerunning_a_named_in_memory_study_gets_new_run_ids(store: str) -> None:
+    cb = TrackerCallback(project="o", store=store, system_metrics=False)
+    first = optuna.create_study(study_name="rerun", sampler=optuna.samplers.RandomSampler(0))
+    first.optimize(_xy_objective(cb, 0.0), n_trials=3, callbacks=[cb])
+    # The same cell run again: a new in-memory study of the same name (its id is 0 again).
+    second = optuna.create_study(study_name="rerun", sampler=optuna.samplers.RandomSampler(1))
+    second.optimize(_xy_objective(cb, 10.0), n_trials=3, callbacks=[cb])
+    assert TrackerCallback.study_run_id(first) != TrackerCallback.study_run_id(second)
+    _check_own_runs(store, first, 0.0)
+    _check_own_runs(store, second, 10.0)
+    assert len(tracker.list_runs(store=store)) == 2 * (3 + 1)
+
+
+def test_a_study_recreated_in_a_new_database_gets_new_run_ids(tmp_path: Path, store: str) -> None:
+    cb = TrackerCallback(project="o", store=store, system_metrics=False)
+    studies = []
+    for db, offset in (("a.db", 0.0), ("b.db", 10.0)):
+        # Both databases number their first study 1.
+        storage = f"sqlite:///{tmp_path / db}"
+        study = optuna.create_study(study_name="recreated", storage=storage)
+        study.optimize(_xy_objective(cb, offset), n_trials=2, callbacks=[cb])
+        # Loaded again (as another process sharing the database loads it): the same ids.
+        again = optuna.load_study(study_name="recreated", storage=storage)
+        assert TrackerCallback.study_run_id(again) == TrackerCallback.study_run_id(study)
+        studies.append((study, offset))
+    assert len({TrackerCallback.study_run_id(s) for s, _ in studies}) == 2
+    for study, offset in studies:
+        _check_own_runs(store, study, offset)
+
+
+# -- failed trials: failed, with their reason, whichever way Optuna ends them ---------------
+
+
+def _failing_objective(cb: TrackerCallback, track: bool, open_run: bool = True):
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        if open_run:
+            cb.run_for(trial).log({"train/loss": x}, step=0)
+        if trial.number == 1:
+            raise ValueError(f"diverged at x={x:.3f}")
+        return x
+
+    return cb.track(objective) if track else objective
+
+
+def _check_failed(store: str, study: optuna.Study, number: int, reason: str) -> None:
+    sid = TrackerCallback.study_run_id(study)
+    r = tracker.read_run(f"{sid}-t{number}", store=store)
+    assert r.status == "failed"
+    assert r["trial/state"].fetch() == "fail"
+    assert r["trial/error"].fetch().startswith(reason)
+    assert reason in r["sys/failure/traceback"].fetch()  # the run's error: the traceback
+    record = tracker.read_run(sid, store=store)
+    finished = [t for t in study.get_trials() if t.state.is_finished()]
+    assert record["study/n_trials"].fetch() == len(finished)
+
+
+@pytest.mark.parametrize("track", [True, False], ids=["track", "no-track"])
+@pytest.mark.parametrize("caught", [True, False], ids=["catch", "escapes"])
+def test_a_failed_trial_reads_failed_with_its_reason(store: str, track: bool, caught: bool) -> None:
+    cb = TrackerCallback(project="o", store=store, system_metrics=False)
+    study = optuna.create_study(study_name=f"fails-{track}-{caught}")
+    objective = _failing_objective(cb, track)
+    if caught:
+        study.optimize(objective, n_trials=3, catch=(ValueError,), callbacks=[cb])
+    else:
+        with pytest.raises(ValueError, match="diverged"):
+            study.optimize(objective, n_trials=3, callbacks=[cb])
+    states = [t.state.name for t in study.trials]
+    assert states == (["COMPLETE", "FAIL", "COMPLETE"] if caught else ["COMPLETE", "FAIL"])
+    _check_failed(store, study, 1, "ValueError: diverged at x=")
+    sid = TrackerCallback.study_run_id(study)
+    done = tracker.read_run(f"{sid}-t0", store=store)
+    assert done.status == "finished"
+    assert "trial/error" not in done.paths()
+    record = tracker.read_run(sid, store=store)
+    assert record["study/n_trials"].fetch() == len(states)
+
+
+@pytest.mark.parametrize("caught", [True, False], ids=["catch", "escapes"])
+def test_a_trial_that_fails_before_opening_its_run_still_gets_a_failed_run(
+    store: str, caught: bool
+) -> None:
+    cb = TrackerCallback(project="o", store=store, system_metrics=False)
+    study = optuna.create_study(study_name=f"early-{caught}")
+    objective = _failing_objective(cb, track=False, open_run=False)
+    if caught:
+        study.optimize(objective, n_trials=2, catch=(ValueError,), callbacks=[cb])
+    else:
+        with pytest.raises(ValueError):
+            study.optimize(objective, n_trials=2, callbacks=[cb])
+    _check_failed(store, study, 1, "ValueError: diverged at x=")
+    assert tracker.read_run(f"{TrackerCallback.study_run_id(study)}-t1", store=store)[
+        "config/x"
+    ].fetch() == pytest.approx(study.trials[1].params["x"])
+
+
+def test_a_value_optuna_refuses_fails_the_trial_with_the_value_as_reason(store: str) -> None:
+    cb = TrackerCallback(project="o", store=store, system_metrics=False)
+    study = optuna.create_study(study_name="nan")
+    study.optimize(lambda t: float("nan"), n_trials=1, callbacks=[cb])
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL
+    r = tracker.read_run(f"{TrackerCallback.study_run_id(study)}-t0", store=store)
+    assert r.status == "failed"
+    assert "nan" in r["trial/error"].fetch()
+
+
+def test_a_failure_escaping_from_a_thread_of_n_jobs_leaves_no_run_open(store: str) -> None:
+    cb = TrackerCallback(project="o", store=store, system_metrics=False)
+    study = optuna.create_study(study_name="threads-fail")
+    with pytest.raises(ValueError):
+        study.optimize(_failing_objective(cb, track=False), n_trials=8, n_jobs=2, callbacks=[cb])
+    runs = _trial_runs(store, study)
+    assert sorted(runs) == [t.number for t in study.trials]
+    for trial in study.trials:
+        expected = "failed" if trial.state == optuna.trial.TrialState.FAIL else "finished"
+        assert runs[trial.number]["status"] == expected
+    _check_failed(store, study, 1, "ValueError: diverged at x=")

@@ -56,8 +56,8 @@ class Net:
         (np.bool_(True), True),
         (np.array([2.5]), 2.5),  # one element: its number
         (2**70, str(2**70)),  # beyond 64 bits: its digits
-        (None, "None"),
-        ((64, 32), "[64, 32]"),
+        (None, None),  # a null, not the text "None"
+        ((64, 32), [64, 32]),  # a list, as init_run(config=...) stores it
         (math.tanh, "tanh"),
         (np.tanh, "tanh"),  # a numpy ufunc: callable, by name
         (Net, "Net"),

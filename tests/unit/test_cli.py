@@ -239,7 +239,7 @@ def test_export_csv_has_every_point_and_field(store: str, tmp_path: Path) -> Non
     assert "32 points in 2 series" in out.output
     with open(target, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["path", "rank", "step", "value", "timestamp"]
+    assert list(rows[0]) == ["run", "path", "rank", "step", "value", "timestamp"]
     fields = {r["path"]: r["value"] for r in rows if r["step"] == ""}
     assert fields["config/lr"] == "0.01" and fields["config/opt/name"] == "adam"
     got: dict[tuple[str, int], list[tuple[int, float]]] = {}
@@ -270,11 +270,11 @@ def test_export_json_is_strict_and_complete(store: str, tmp_path: Path) -> None:
         raise AssertionError(f"non-standard JSON constant {name}")
 
     doc = json.loads(out.stdout, parse_constant=refuse)
-    assert [p["value"] for p in doc["series"]] == ["NaN", "Infinity", 1.5]
+    assert [p["value"] for p in doc["runs"][0]["series"]] == ["NaN", "Infinity", 1.5]
 
     target = tmp_path / "base.json"
     _cli("export", ids["base"], "-o", str(target), "--store", store)  # format from the suffix
-    doc = json.loads(target.read_text())
+    doc = json.loads(target.read_text())["runs"][0]
     assert doc["run"]["id"] == ids["base"] and doc["run"]["tags"] == ["baseline"]
     assert doc["fields"]["config/lr"] == 0.1 and doc["fields"]["eval/note"] == "hello"
     got: dict[tuple[str, int], list[tuple[int, float]]] = {}
@@ -291,7 +291,7 @@ def test_export_parquet(store: str, tmp_path: Path) -> None:
     out = _cli("export", ids["base"], "-f", "parquet", "-o", str(target), "--store", store)
     assert out.exit_code == 0, out.output
     df = pd.read_parquet(target)
-    assert list(df.columns) == ["path", "rank", "step", "value", "text", "timestamp"]
+    assert list(df.columns) == ["run", "path", "rank", "step", "value", "text", "timestamp"]
     points = df[df["step"].notna()]
     got: dict[tuple[str, int], list[tuple[int, float]]] = {}
     for row in points.itertuples():
@@ -302,7 +302,7 @@ def test_export_parquet(store: str, tmp_path: Path) -> None:
     assert fields.loc["config/lr", "value"] == 0.1 and fields.loc["eval/note", "text"] == "hello"
     import pyarrow.parquet as pq
 
-    meta = json.loads(pq.read_schema(target).metadata[b"tracker.run"])
+    meta = json.loads(pq.read_schema(target).metadata[b"tracker.runs"])[0]
     assert meta["id"] == ids["base"] and meta["status"] == "finished"
 
 
@@ -524,7 +524,11 @@ def test_missing_store_is_one_line_and_exit_1(
                  ["gc", "--status", "failed"], ["sync"]):  # fmt: skip
         out = _cli(*args, "--store", nowhere)
         assert out.exit_code == 1, (args, out.output)
-        assert out.output.strip() == f"Error: no tracker store at {nowhere} (no store.db there)"
+        assert out.output.strip() == (
+            f"Error: no tracker store at {nowhere} (given by --store; no store.db there): "
+            "point tracker at a store directory with --store PATH or the TRACKER_STORE "
+            "environment variable"
+        )
     doctor = _cli("doctor", "--store", nowhere)
     assert doctor.exit_code == 1 and "✗ store exists" in doctor.output
     assert not Path(nowhere).exists()  # looking never creates a store
@@ -537,7 +541,11 @@ def test_missing_store_is_one_line_and_exit_1(
     monkeypatch.delenv("TRACKER_STORE")
     monkeypatch.chdir(tmp_path)
     out = _cli("ls")
-    assert out.exit_code == 1 and str(tmp_path / ".tracker") in out.output
+    assert out.exit_code == 1
+    assert f"no tracker store at {tmp_path / '.tracker'} (the default, ./.tracker;" in out.output
+    assert "--store PATH" in out.output and "TRACKER_STORE" in out.output
+    monkeypatch.setenv("TRACKER_STORE", nowhere)
+    assert f"at {nowhere} (from $TRACKER_STORE;" in _cli("ls").output
 
 
 def test_version() -> None:

@@ -36,7 +36,7 @@ def test_config_and_tags_at_init(store: str) -> None:
     run.close()
     r = tracker.read_run(run.id, store=store)
     assert r["config/lr"].fetch() == 3e-4
-    assert r["config/sizes"].fetch() == "[64, 32]"  # lists are recorded as readable text
+    assert r["config/sizes"].fetch() == [64, 32]  # a list is stored as a list
     assert r.tags == ["a", "b"]
 
 

@@ -74,6 +74,11 @@ def columnize(queued: list[Any], rank: int = 0) -> list[Any]:
     return out
 
 
+def _has_text(group: list[Any]) -> bool:
+    # A text call is 4 long (ops.log_text_call); float calls, by far the most, are 3.
+    return any(len(call) != 3 for call in group)
+
+
 def _columns(calls: list[Any]) -> list[Any]:
     datas = list(map(itemgetter(2), calls))
     first = list(datas[0])
@@ -99,6 +104,10 @@ def _columns(calls: list[Any]) -> list[Any]:
         steps = np.fromiter(map(itemgetter(0), group), dtype=np.int64, count=n)
         ts = np.fromiter(map(itemgetter(1), group), dtype=np.float64, count=n)
         order_b = None if order is None else np.array(order, dtype=np.int64).tobytes()
+        if _has_text(group):
+            rows = [list(d.values()) for d in map(itemgetter(2), group)]
+            out.append((ops.ROWS, keys, steps.tolist(), ts.tolist(), rows, order))
+            continue
         try:
             vals = np.fromiter(
                 chain.from_iterable(map(dict.values, map(itemgetter(2), group))),

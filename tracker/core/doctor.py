@@ -27,7 +27,12 @@ def check_store(store: str | os.PathLike[str] | Store | None) -> list[Check]:
     Reads the store read-only and writes nothing to it: the write probe is rolled back,
     and a store it cannot write (a read-only mount) still has its data checked.
     """
-    location = store if store is None or isinstance(store, str | os.PathLike) else store.root
+    # A database store's root is only its local journal directory: check it by its URL.
+    location = (
+        store
+        if store is None or isinstance(store, str | os.PathLike)
+        else getattr(store, "url", store.root)
+    )
     checks, st = diagnose(location)
     if st is None:
         return checks
@@ -39,8 +44,12 @@ def check_store(store: str | os.PathLike[str] | Store | None) -> list[Check]:
     else:
         checks.append(Check("writable", True, "a write transaction and a journal file both work"))
     checks.append(_guarded("journals readable", _check_journals, st))
-    checks.append(_guarded("journals applied", _check_backlog, st))
-    checks.append(_guarded("running runs", _check_running, st))
+    if _is_server(st):
+        checks.append(_guarded("spool backlog", _check_spool, st))
+        checks.append(_guarded("running runs", _check_running_remote, st))
+    else:
+        checks.append(_guarded("journals applied", _check_backlog, st))
+        checks.append(_guarded("running runs", _check_running, st))
     checks.append(_guarded("records set aside", _check_set_aside, st))
     return checks
 
@@ -91,6 +100,69 @@ def _check_backlog(st: Store) -> Check:
             "run `tracker sync`",
         )
     return Check("journals applied", True, "the store holds every journal record")
+
+
+def _is_server(st: Store) -> bool:
+    from .stores.http import HTTPStore
+
+    return isinstance(st, HTTPStore)
+
+
+def _check_spool(st: Any) -> Check:
+    """A server's client: runs in this machine's spool whose journal the server lacks
+    (a run closed while the server was away, a writer killed during an outage)."""
+    from .stores.http import spool_backlog
+
+    behind, unknown = spool_backlog(st)
+    where = f"the spool {st.spool}"
+    notes = []
+    if unknown:
+        listed = "; ".join(f"{rid}: {one_line(why)}" for rid, why in list(unknown.items())[:5])
+        notes.append(
+            f"{len(unknown)} run(s) in {where} cannot be checked with this token: {listed}"
+        )
+    if behind:
+        total = sum(behind.values())
+        listed = ", ".join(f"{rid} ({n} bytes)" for rid, n in list(behind.items())[:10])
+        more = f", and {len(behind) - 10} more" if len(behind) > 10 else ""
+        notes.insert(
+            0,
+            f"{len(behind)} run(s) in {where} hold {total} journal bytes the server has not "
+            f"applied: {listed}{more}; `tracker sync --store {st.url}` sends them",
+        )
+        return Check("spool backlog", False, "; ".join(notes))
+    detail = f"the server holds every journal record in {where}"
+    if notes:
+        detail += "; " + "; ".join(notes)
+    return Check("spool backlog", True, detail)
+
+
+def _check_running_remote(st: Store) -> Check:
+    """Through a server, a run's writer may be on any machine: a running run counts as
+    crashed once its heartbeat is stale (as readers judge it), unless a writer in this
+    machine's spool holds it."""
+    import time
+
+    from .reader import STALE_HEARTBEAT_S
+
+    rows = st.runs(statuses=["running"])
+    now = time.time()
+    stale = []
+    for row in rows:
+        rid, beat = row["run_id"], row["heartbeat"]
+        if beat is None or now - beat <= STALE_HEARTBEAT_S or st.writer_alive(rid):
+            continue
+        stale.append(f"{rid} ({now - beat:.0f} s)")
+    if stale:
+        return Check(
+            "running runs",
+            False,
+            f"{', '.join(stale)} marked running but silent longer than "
+            f"{STALE_HEARTBEAT_S:.0f} s (heartbeat age): their writers are gone; they read as "
+            "crashed, and `tracker sync --store URL` on the machine that wrote them sends "
+            "what its spool holds",
+        )
+    return Check("running runs", True, f"{len(rows)} running, each with a recent heartbeat")
 
 
 def _check_running(st: Store) -> Check:

@@ -27,8 +27,9 @@ class Buckets:
         return len(self.step)
 
     def to_pandas(self):
-        import pandas as pd
+        from .frames import require_pandas
 
+        pd = require_pandas("Buckets.to_pandas()")
         return pd.DataFrame(
             {
                 "step": self.step,

@@ -33,7 +33,11 @@ thread; they are what the journal records and what a store applies)::
                                       op's calls when it has several groups (None:
                                       the rows are the calls in order)
     ("set", path, kind, value, ts)    a single value; kind and value from
-                                      ``values.field_value`` (or "str" for masked text)
+                                      ``values.field_value`` (or "str" for masked text):
+                                      value an int, float, bool, str, None (kind
+                                      "none") or, for kind "list", the list's JSON text
+                                      (a str, so records stay builtin scalars and any
+                                      reader can apply them)
     ("file", path, info)              a file reference: info a dict (uri, size, hash, ...)
     ("tags+", [tag, ...])             tags added
     ("tags-", [tag, ...])             tags removed
@@ -83,6 +87,12 @@ RANK_STATUS = "rank_status"
 def log_call(step: int, ts: float, data: dict[str, Any]) -> tuple[int, float, dict[str, Any]]:
     """A queued log call (``Run.log``'s fast path builds the same tuple inline)."""
     return (step, ts, data)
+
+
+def log_text_call(step: int, ts: float, data: dict[str, Any]) -> tuple[Any, ...]:
+    """A queued log call holding text: its values are never read as numbers (numpy would
+    read the text "1" as 1.0), so it is journaled row by row."""
+    return (step, ts, data, True)
 
 
 def log_deferred(step: int, ts: float, data: dict[str, Any]) -> tuple[Any, ...]:

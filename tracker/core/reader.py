@@ -18,17 +18,18 @@ import time
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 
+from . import frames
 from .downsample import Buckets, bucketize
 from .errors import CorruptDataError, RunNotFoundError, StoreError, one_line
-from .paths import check_path, flatten
+from .paths import check_path, unflatten
 from .replay import recover_if_possible, recover_stale
 from .stores import Store, open_store
 from .stores.base import chunk_problem, decode_str_values
-from .values import decode_field, readable
+from .values import config_filter, decode_field
 
 AGGREGATES = ("mean", "min", "max", "count")
 STATUSES = ("running", "finished", "failed", "terminated", "crashed")
@@ -72,8 +73,11 @@ class SeriesValues:
         return len(self.step)
 
     def to_pandas(self):
-        """A DataFrame with columns step, value and timestamp (UTC datetimes)."""
-        import pandas as pd
+        """A DataFrame with columns step, value and timestamp (UTC datetimes).
+
+        Needs pandas: ``pip install 'tracker-dl[pandas]'`` (else ImportError saying so).
+        """
+        pd = frames.require_pandas("SeriesValues.to_pandas()")
 
         return pd.DataFrame(
             {
@@ -82,6 +86,13 @@ class SeriesValues:
                 "timestamp": pd.to_datetime(self.timestamp, unit="s", utc=True),
             }
         )
+
+    def __repr__(self) -> str:
+        return frames.series_repr(self)
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the counts and the first and last points."""
+        return frames.series_html(self)
 
 
 class FieldReader:
@@ -92,7 +103,8 @@ class FieldReader:
         self.path = path
 
     def fetch(self) -> Any:
-        """The single value at this path (for a series: its last value)."""
+        """The single value at this path (for a series: its last value); for a path
+        that holds values below it (``run["params"] = {...}``), those as a nested dict."""
         # Single values are the run's own: a fork does not inherit its parent's.
         found = self._run._store.field(self._run.id, self.path)
         if found is not None:
@@ -100,6 +112,10 @@ class FieldReader:
         values = self._run._series(self.path, 0)
         if values is not None and len(values):
             return values.value[-1].item() if values.value.dtype != object else values.value[-1]
+        # A dict was assigned here: it is stored one value per key, and read back whole.
+        below = self._run._store.fields(self._run.id, prefix=self.path + "/")
+        if below:
+            return unflatten({p: decode_field(k, v) for p, k, v in below}, self.path)
         raise KeyError(f"run {self._run.id} has no field {self.path!r}")
 
     # The result's type follows ``buckets``: points without it, buckets with it.
@@ -174,6 +190,27 @@ class FieldReader:
             raise ValueError("fetch_values: pass rank= or aggregate=, not both")
         if per_step not in PER_STEP:
             raise ValueError(f"per_step={per_step!r}: use None, 'first' or 'last'")
+        reduce = getattr(self._run._store, "series_reduced", None)
+        if reduce is not None and (buckets is not None or aggregate is not None):
+            # A server's store reduces the series where it is: its points never travel.
+            if buckets is not None:
+                bucketize(np.empty(0, np.int64), np.empty(0), buckets)  # checks buckets
+            if aggregate is not None and aggregate not in AGGREGATES:
+                raise ValueError(f"aggregate={aggregate!r}: use one of {', '.join(AGGREGATES)}")
+            found = reduce(
+                self._run.id,
+                self.path,
+                rank=rank,
+                aggregate=aggregate,
+                buckets=buckets,
+                per_step=per_step,
+                include_superseded=include_superseded,
+            )
+            if found is not None:
+                kind, arrays = found
+                if kind == "buckets":
+                    return Buckets(**arrays)
+                return SeriesValues(arrays["step"], arrays["value"], arrays["timestamp"])
         if aggregate is not None:
             series = self._run._aggregate(self.path, aggregate, include_superseded)
         else:
@@ -185,6 +222,10 @@ class FieldReader:
             )
         if series is None:
             who = "" if rank is None else f" from rank {rank}"
+            ranks = [k for p, k in self._run.series_keys() if p == self.path]
+            if ranks and aggregate is None:  # the path exists, at other ranks: name them
+                who = f" from rank {rank or 0}; it was logged by rank"
+                who += f"{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
             raise KeyError(f"run {self._run.id} has no series {self.path!r}{who}")
         if buckets is not None:
             if series.value.dtype == object:
@@ -427,6 +468,29 @@ class RunReader:
             out = counts
         return SeriesValues(steps[starts], out, np.maximum.reduceat(ts, starts))
 
+    def history(self, paths: Iterable[str] | str | None = None, rank: int = 0) -> Any:
+        """The run's series as one pandas DataFrame, indexed by step (like W&B's
+        ``run.history()``): a ``timestamp`` column (UTC; the latest point of the step),
+        then one column per series path, outer-joined on step (NaN where a series has
+        no point at a step).
+
+        ``paths``: None (every series of ``rank`` except the ``sys/`` system metrics,
+        whose steps count samples), a path or glob (``"val/*"``), or a list of them; a
+        path named exactly that does not exist raises KeyError. A step logged twice
+        keeps its last point (``fetch_values()`` has them all). Points a rewind
+        superseded are left out. Needs pandas: ``pip install 'tracker-dl[pandas]'``.
+
+        Example::
+
+            df = tracker.read_run("k3v9q2m1xa").history(["train/loss", "val/*"])
+            df["val/loss"].dropna()
+        """
+        return frames.history(self, paths, rank)
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: metadata, config and series (with counts), escaped."""
+        return frames.run_html(self)
+
     def __repr__(self) -> str:
         return f"<tracker run {self.id} project={self.project!r}>"
 
@@ -456,13 +520,43 @@ def read_run(
     return RunReader(st, run_id, row)
 
 
+@overload
 def list_runs(
     project: str | None = None,
     tags: Iterable[str] | str | None = None,
     status: Iterable[str] | str | None = None,
     store: str | os.PathLike[str] | None = None,
     config: Mapping[str, Any] | None = None,
-) -> list[dict[str, Any]]:
+    *,
+    metrics: Iterable[str] | str | None = None,
+    as_frame: Literal[False] = False,
+) -> list[dict[str, Any]]: ...
+
+
+# as_frame=True: a pandas DataFrame (Any: pandas is optional and ships no types).
+@overload
+def list_runs(
+    project: str | None = None,
+    tags: Iterable[str] | str | None = None,
+    status: Iterable[str] | str | None = None,
+    store: str | os.PathLike[str] | None = None,
+    config: Mapping[str, Any] | None = None,
+    *,
+    metrics: Iterable[str] | str | None = None,
+    as_frame: bool,
+) -> Any: ...
+
+
+def list_runs(
+    project: str | None = None,
+    tags: Iterable[str] | str | None = None,
+    status: Iterable[str] | str | None = None,
+    store: str | os.PathLike[str] | None = None,
+    config: Mapping[str, Any] | None = None,
+    *,
+    metrics: Iterable[str] | str | None = None,
+    as_frame: bool = False,
+) -> Any:
     """Runs with their id, name, status, tags and config (as a nested dict), newest first.
 
     Filters combine: ``tags`` keeps runs having every tag given; ``status`` one or several
@@ -470,10 +564,20 @@ def list_runs(
     ``config/``, nested dicts allowed). Runs of ``project`` that read as running with no
     live writer are recovered first (see ``read_run``).
 
+    ``metrics`` (paths or globs like ``"val/*"``) adds to each run a ``"metrics"`` dict,
+    ``{path: {"last": .., "min": .., "max": ..}}``, read from rank 0 (the writer's own
+    series). ``as_frame=True`` returns a pandas DataFrame instead of dicts, one row per
+    run: id, name, project, status, tags, created_at and ended_at (UTC timestamps),
+    parent_id, one ``config/...`` column per config path, and ``<metric>/last``,
+    ``/min`` and ``/max`` per metric (needs ``pip install 'tracker-dl[pandas]'``).
+
     Example::
 
         tracker.list_runs(project="gpt-small", tags=["baseline"], config={"lr": 3e-4})
+        tracker.list_runs(project="gpt-small", metrics=["val/loss"], as_frame=True)
     """
+    # Checked before anything is read, so that a bad argument fails at once.
+    wanted_metrics = frames.check_listing(metrics, as_frame)
     if isinstance(tags, str):
         tags = [tags]
     if isinstance(status, str):
@@ -483,9 +587,9 @@ def list_runs(
             raise ValueError(f"status={one!r}: use one of {', '.join(STATUSES)}")
     if config is not None and not isinstance(config, Mapping):
         raise TypeError(f"config= filters by a dict of values, got {type(config).__name__}")
-    # The values a filter compares with are stored the way init_run(config=...) stores
-    # them: lists, None and objects as their readable text.
-    wanted = {k: readable(v) for k, v in flatten(config, "config").items()} if config else None
+    # A filter value goes through the rule init_run(config=...) stores values by, so
+    # lists, None, paths and enums find the runs that stored them (values.config_filter).
+    wanted = config_filter(config) if config else None
     st = open_store(store, create=False, readonly=True)
     recover_stale(st, project)
     rows = st.runs(project=project, tags=tags or (), statuses=status or (), config=wanted)
@@ -516,6 +620,8 @@ def list_runs(
                 "parent_id": row["parent_id"],
             }
         )
+    if wanted_metrics is not None or as_frame:
+        return frames.listing(st, out, wanted_metrics, as_frame)
     return out
 
 

@@ -73,22 +73,29 @@ def _replay(
     """Apply the intact records after ``offsets``; resyncs past damaged ones, whose
     scan statistics are appended to ``scans``."""
     total = 0
+    # A store that sends batches over a network bounds their bytes too (a server's client).
+    max_bytes = getattr(store, "replay_batch_bytes", None) or float("inf")
     for segment in store.segments(run_id):
         start = offsets.get(segment.name, 0)
         batch: list = []
         end = start  # end offset of the last record in batch (set with every record)
+        previous = start  # end offset of the last record read
+        size = 0  # journal bytes of the records in batch
         scan = SegmentScan()
         if scans is not None:
             scans.append(scan)  # filled in as the records are read
         for end_offset, ops in read_records(segment, start, scan):
+            record_bytes, previous = end_offset - previous, end_offset
             if applier.applied((segment.name, end_offset)):
                 continue  # in the store already: identity is the record, not the step
             batch.extend(ops)
             end = end_offset
-            if len(batch) >= _REPLAY_BATCH:
+            size += record_bytes
+            if len(batch) >= _REPLAY_BATCH or size >= max_bytes:
                 applier.apply(batch, (segment.name, end))
                 total += len(batch)
                 batch = []
+                size = 0
         if batch:
             applier.apply(batch, (segment.name, end))
             total += len(batch)

@@ -24,10 +24,18 @@ from typing import TYPE_CHECKING, Any
 
 from . import lifecycle, ops
 from .files import describe
-from .paths import check_path, flatten
+from .paths import as_mapping, check_path, flatten
 from .secrets import mask_field, mask_text
 from .tensors import FAST_TYPES, batch_device_values
-from .values import FILE, Deferred, check_text, field_value, series_point
+from .values import (
+    FILE,
+    Deferred,
+    check_text,
+    encode_field,
+    is_config_path,
+    plain_value,
+    series_point,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -278,6 +286,7 @@ class Run:
         out: dict[str, Any] = {}
         new: list[tuple[str, str]] = []
         deferred: list[Deferred] = []
+        text = False
         kinds = self._kinds
         for path, value in data.items():
             if path not in self._float_paths:
@@ -288,6 +297,7 @@ class Run:
                 deferred.append(point)
             elif type(point) is str:
                 kind = _STR
+                text = True
                 point = mask_field(path, point)  # text may carry credentials, as fields do
             else:
                 kind = _FLOAT
@@ -308,6 +318,8 @@ class Run:
             if pending:
                 batch_device_values(pending)
             self._enqueue(ops.log_deferred(step, ts, out))
+        elif text:
+            self._enqueue(ops.log_text_call(step, ts, out))
         else:
             self._enqueue(ops.log_call(step, ts, out))
 
@@ -348,7 +360,8 @@ class Run:
                 batch_device_values([point])
             self._enqueue(ops.log_deferred(step, ts, {path: point}))
         else:
-            self._enqueue(ops.log_call(step, ts, {path: point}))
+            call = ops.log_text_call if kind == _STR else ops.log_call
+            self._enqueue(call(step, ts, {path: point}))
 
     # -- single values --------------------------------------------------------------------
 
@@ -356,8 +369,11 @@ class Run:
         return Handle(self, check_path(path))
 
     def __setitem__(self, path: str, value: Any) -> None:
+        """Assign a single value; a dict (a ``Namespace``, a dataclass instance) becomes
+        one value per key, under ``path/key``. docs/config-values.md gives the rule."""
         check_path(path)
-        items = flatten(value, path) if isinstance(value, Mapping) else {path: value}
+        nested = as_mapping(value)
+        items = flatten(nested, path) if nested is not None else {path: value}
         self._assign_many(items)
 
     def _assign_many(self, items: Mapping[str, Any]) -> None:
@@ -365,13 +381,14 @@ class Run:
         queued = []
         for path, value in items.items():
             check_path(path)
-            kind, stored = field_value(path, value)
+            # One rule for every path (values.plain_value); under config/ nothing is
+            # refused: a value with no kind of its own is kept as stable text.
+            plain = plain_value(path, value, lenient=is_config_path(path))
             # Every single value comes through here (run[path] = ..., config=, the
             # environment, integrations' hyperparameters): a secret-looking path masks
-            # its value, and credentials inside any text are masked whatever the path.
-            stored = mask_field(path, stored)
-            if type(stored) is str:
-                kind = "str"  # a masked int, float or tensor is stored as the mask text
+            # its value, and credentials inside any text are masked whatever the path,
+            # text inside lists included. A masked number is stored as the mask text.
+            kind, stored = encode_field(_masked(path, plain))
             known = self._kinds.get(path)
             if known is not None and known != _FIELD:
                 raise _kind_error(path, known, _FIELD)
@@ -545,6 +562,30 @@ def _kind_error(path: str, known: str, new: str) -> TypeError:
     return TypeError(
         f"{path!r} already holds {what.get(known, known)}; it cannot also hold {what.get(new, new)}"
     )
+
+
+def _masked(path: str, value: Any) -> Any:
+    """``mask_field`` for a converted value, into lists: the strs in them, and the values
+    of dicts in them by their key (``[{"password": ...}]``)."""
+    masked = mask_field(path, value)
+    if type(masked) is not list:
+        return masked
+    return [_masked_item(path, item) for item in masked]
+
+
+def _masked_item(path: str, item: Any) -> Any:
+    if type(item) is str:
+        return mask_text(item)
+    if type(item) is list:
+        return [_masked_item(path, v) for v in item]
+    if type(item) is dict:
+        return {k: _masked_item_at(f"{path}/{k}", v) for k, v in item.items()}
+    return item
+
+
+def _masked_item_at(path: str, item: Any) -> Any:
+    masked = mask_field(path, item)
+    return masked if masked is not item else _masked_item(path, item)
 
 
 def _check_tags(tags: tuple[Any, ...]) -> list[str]:

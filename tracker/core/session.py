@@ -12,11 +12,11 @@ from typing import Any, NamedTuple
 
 from . import lifecycle, ops
 from .errors import RunExistsError, RunNotFoundError
-from .paths import check_path, flatten
+from .paths import as_mapping, check_path, flatten
 from .replay import recover_run
 from .run import _FIELD, _FLOAT, _STR, NullWriter, Run
 from .stores import Store, open_store, resolve_store_path
-from .values import FILE, check_text, field_value, readable
+from .values import FILE, check_text, field_value, is_config_path, plain_value
 from .writer import Writer
 
 MODES = ("async", "sync", "offline", "disabled")
@@ -93,6 +93,10 @@ def open_run(
             return same
 
     st = open_store(store)
+    check_project = getattr(st, "check_project", None)
+    if check_project is not None:
+        # A server store refuses, before anything exists, a project its token cannot use.
+        check_project(project, write=mode != "offline")
     existing = st.run(run_id) if run_id is not None else None
     if run_id is not None and existing is None and st.segments(run_id):
         recover_run(st, run_id)  # an offline or crashed run the store has not seen yet
@@ -220,32 +224,24 @@ def check_start(
     tag_list = check_tags(tags)
     fields: dict[str, Any] = {}
     if config is not None:
-        config = _as_mapping(config)
-        if not isinstance(config, Mapping):
+        # A Namespace or a dataclass instance counts as a dict (the forms other trackers
+        # take), at the top and nested alike.
+        if as_mapping(config) is None:
             raise TypeError(
                 f"config must be a dict (nested dicts allowed), got {type(config).__name__}"
             )
-        flat = {k: readable(v) for k, v in flatten(config, "config").items()}
+        # The config rule (values.plain_value): lists stay lists, None stays None, and
+        # what has no kind of its own becomes stable text; nothing here is refused.
+        flat = {k: plain_value(k, v, lenient=True) for k, v in flatten(config, "config").items()}
         fields.update(mask(flat) if mask is not None else flat)
     if extra_fields:
         fields.update(extra_fields)
     for path, value in fields.items():
         check_path(path)
-        field_value(path, value)  # raises for a value the store cannot hold
+        # Raises for a value the store cannot hold (a bad path, or outside config/ a
+        # value with no kind): here, before anything exists.
+        field_value(path, value, lenient=is_config_path(path))
     return Start(tag_list, fields)
-
-
-def _as_mapping(config: Any) -> Any:
-    """What users pass as a config, as a dict: argparse Namespaces and dataclass instances
-    too (the forms other trackers take)."""
-    import argparse
-    import dataclasses
-
-    if isinstance(config, argparse.Namespace):
-        return vars(config)
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    return config
 
 
 def check_tags(tags: Iterable[str] | str) -> list[str]:

@@ -62,6 +62,8 @@ _SHARE_OF_INTERVAL = 0.25
 # Log calls the queue may hold before the writer has measured anything (its first
 # chunk): generous, so that no loop waits in its first second.
 _INITIAL_MAX_QUEUE = 100_000
+# The longest wait between two catch-up attempts while the store lags its journal.
+_MAX_RETRY_DELAY_S = 10.0
 
 
 def _first_drop(steps: Any, last: int | None) -> tuple[int, int]:
@@ -110,6 +112,10 @@ class Writer:
             store.release_lock(self._lock_fd)  # or this process could never open it again
             raise
         self._store_behind = False
+        # While the store lags, timed cycles retry the catch-up with backoff (a store
+        # that is down, a server away, costs one attempt per delay, not one per cycle).
+        self._retry_at = 0.0
+        self._retry_delay = flush_interval
         # Chunks not journaled yet (after a write error), oldest first, and their points.
         self._pending: collections.deque[list[Any]] = collections.deque()
         self._pending_points = 0
@@ -143,11 +149,28 @@ class Writer:
         self._stopping = False
         self._sync_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # A store far away (a server): the writer thread only journals, and a shipper
+        # thread sends from the journal, so that a slow server never slows the journal.
+        self._remote = bool(
+            threaded and self.applier is not None and getattr(store, "ships_from_journal", False)
+        )
+        self._ship_wake = threading.Event()
+        # Orders "journaled a record, so behind" (writer) against "sent up to the last
+        # record, so not behind" (shipper): without it a record could be left unsent.
+        self._ship_lock = threading.Lock()
+        self._ship_stop = False
+        self._ship_failed = False  # the last send failed: flush() does not wait for it
+        self._shipper: threading.Thread | None = None
         if threaded:
             self._thread = threading.Thread(
                 target=self._loop, name=f"tracker-writer-{run_id}", daemon=True
             )
             self._thread.start()
+        if self._remote:
+            self._shipper = threading.Thread(
+                target=self._ship_loop, name=f"tracker-shipper-{run_id}", daemon=True
+            )
+            self._shipper.start()
 
     # -- called from user threads --------------------------------------------------------
 
@@ -178,6 +201,8 @@ class Writer:
                 raise TimeoutError(
                     f"tracker: flush of run {self.run_id} timed out after {timeout}s"
                 )
+            if self._remote:
+                self._wait_shipped(timeout)
         if self.error is not None:
             err = self.error
             raise WriterError(
@@ -221,7 +246,7 @@ class Writer:
             )
         if self._store_behind:
             parts.append(
-                f"the store {self.store.root} lags its journal, which holds every point; "
+                f"the store {self.store.location} lags its journal, which holds every point; "
                 "`tracker sync` applies it once the store can be written"
             )
         cause = f"{type(self.error).__name__}: {self.error}" if self.error else "unknown error"
@@ -242,6 +267,13 @@ class Writer:
         else:
             with self._sync_lock:
                 self._cycle(durable=True)
+        if self._shipper is not None:
+            # Its last send covers what the writer journaled last; then close() itself
+            # gives the server the rest of ``close_wait`` (``_wait_for_store``).
+            self._ship_stop = True
+            self._ship_wake.set()
+            self._shipper.join(timeout)
+        self._wait_for_store()
         try:
             self.journal.close()
         except OSError as exc:
@@ -255,6 +287,19 @@ class Writer:
         self.store.close()  # the calling thread's connection (opening the run used it)
         lost = self._pending_points + self._dropped_points
         if lost or (self.error is not None and self._store_behind):
+            wait = getattr(self.store, "close_wait", None)
+            if not lost and wait is not None:
+                # A server's client: the spool holds every point, and training is over;
+                # one line says what to do rather than an exception at the script's end.
+                say_loudly(
+                    f"tracker: run {self.run_id} is safe in its journal "
+                    f"{self.journal.path.parent} but the server {self.store.root} did not "
+                    f"take it within {wait:g}s (TRACKER_SERVER_CLOSE_TIMEOUT); "
+                    f"`tracker sync --store {self.store.root}` sends it",
+                    error=True,
+                    stacklevel=2,
+                )
+                return
             if lost:
                 what = (
                     f"{lost} point(s) logged to run {self.run_id} could not be written to its "
@@ -318,9 +363,15 @@ class Writer:
                 time.sleep(0)  # let the training thread run between chunks
         now = time.monotonic()
         self._sync_journal(durable)
-        if self._store_behind:
+        if self._remote:
+            self._ship_wake.set()  # the shipper sends and beats the heart: no network here
+        elif self._store_behind and (durable or time.monotonic() >= self._retry_at):
             self._catch_up()
-        if self.applier is not None and now - self._last_heartbeat >= self.heartbeat_interval:
+        if (
+            self.applier is not None
+            and not self._remote
+            and now - self._last_heartbeat >= self.heartbeat_interval
+        ):
             self._last_heartbeat = now
             try:
                 self.store.heartbeat(self.run_id, time.time())
@@ -464,6 +515,11 @@ class Writer:
             self._room.notify_all()
 
     def _apply(self, ops: list[Any], end: int) -> None:
+        if self._remote:
+            with self._ship_lock:
+                self._last_record = (self.journal.path.name, end)
+                self._store_behind = True  # the shipper sends it from the journal
+            return
         self._last_record = (self.journal.path.name, end)
         if self.applier is None or self._store_behind:
             return  # behind: the catch-up replays this record from the journal with the rest
@@ -473,6 +529,110 @@ class Writer:
             self._store_behind = True
             self._record_error("store", exc)
 
+    def _wait_for_store(self) -> None:
+        """Give a store that can be waited for (a server's client: ``close_wait``
+        seconds) that long to take what it lags, retrying with backoff."""
+        wait = getattr(self.store, "close_wait", None)
+        if not wait or not self._store_behind or self.applier is None:
+            return
+        if self._thread is not None and self._thread.is_alive():
+            return  # the writer thread still works: nothing may apply beside it
+        if self._shipper is not None and self._shipper.is_alive():
+            return  # nor beside the shipper
+        deadline = time.monotonic() + wait
+        delay = 0.25
+        while self._store_behind:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 2.0)
+            self._catch_up()
+
+    # -- the shipper thread (stores far away) ---------------------------------------------
+
+    def _ship_loop(self) -> None:
+        while True:
+            stopping = self._ship_stop
+            if self._store_behind and (stopping or time.monotonic() >= self._retry_at):
+                try:
+                    self._ship()
+                except BaseException as exc:  # noqa: BLE001 - never die silently
+                    self._record_error("store", exc)
+            now = time.monotonic()
+            if now - self._last_heartbeat >= self.heartbeat_interval and not self._ship_failed:
+                self._last_heartbeat = now
+                try:
+                    self.store.heartbeat(self.run_id, time.time())
+                except Exception as exc:  # noqa: BLE001
+                    self._record_error("store", exc)
+            with self._cv:
+                self._cv.notify_all()  # flush() may wait for a send
+            if stopping:
+                self.store.close()  # this thread's connection
+                return
+            wait = self.flush_interval
+            if self._ship_failed:
+                wait = max(0.0, min(wait, self._retry_at - time.monotonic())) or wait
+            self._ship_wake.wait(wait)
+            self._ship_wake.clear()
+
+    def _ship(self) -> None:
+        """Send what the server lacks of the journal, as far as the writer had journaled
+        when this started (what it journals meanwhile goes next time)."""
+        with self._ship_lock:
+            target = self._last_record
+        failed_before = self._ship_failed
+        self._catch_up_to(target)
+        if self._ship_failed:
+            return
+        with self._ship_lock:
+            if self._last_record == target:
+                self._store_behind = False  # a record journaled since keeps it True
+        if not self._store_behind:
+            if failed_before:
+                log.warning("tracker: run %s: the server caught up with its journal", self.run_id)
+            if not self._pending and not self._dropped_points:
+                self.error = None
+
+    def _catch_up_to(self, target: tuple[str, int] | None) -> None:
+        try:
+            replay_run(self.store, self.run_id, applier=self.applier)
+            applied = self.store.applied_offsets(self.run_id).get(target[0], 0) if target else 0
+        except Exception as exc:  # noqa: BLE001
+            self._ship_failed = True
+            self._record_error("store", exc)
+            self._retry_at = time.monotonic() + self._retry_delay
+            self._retry_delay = min(self._retry_delay * 2, _MAX_RETRY_DELAY_S)
+            return
+        if target is not None and applied < target[1]:
+            self._ship_failed = True
+            self._record_error(
+                "store",
+                WriterError(f"the store applied {target[0]} up to byte {applied} of {target[1]}"),
+            )
+            return
+        self._ship_failed = False
+        self._retry_delay = self.flush_interval
+
+    def _wait_shipped(self, timeout: float | None) -> None:
+        """flush(): wait while the shipper sends what was journaled (not while it fails:
+        a server away must not hold up the training script)."""
+        wait = getattr(self.store, "close_wait", None) or 30.0
+        limit = wait if timeout is None else min(wait, timeout)
+        self._ship_wake.set()
+        shipper = self._shipper
+        with self._cv:
+            self._cv.wait_for(
+                lambda: (
+                    not self._store_behind
+                    or self._ship_failed
+                    or shipper is None
+                    or not shipper.is_alive()
+                ),
+                limit,
+            )
+
     def _catch_up(self) -> None:
         """Apply from the journal what the store lacks, then check it reached the end."""
         try:
@@ -481,7 +641,10 @@ class Writer:
             applied = self.store.applied_offsets(self.run_id).get(last[0], 0) if last else 0
         except Exception as exc:  # noqa: BLE001
             self._record_error("store", exc)
+            self._retry_at = time.monotonic() + self._retry_delay
+            self._retry_delay = min(self._retry_delay * 2, _MAX_RETRY_DELAY_S)
             return
+        self._retry_delay = self.flush_interval
         last = self._last_record
         if last is not None and applied < last[1]:
             self._record_error(

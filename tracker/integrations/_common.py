@@ -9,9 +9,11 @@ The toolkit (one place for what each integration used to do its own way):
   keyword arguments go to ``tracker.init_run``.
 - ``open_run``: open a run for a training, on every rank (``init_run``) or in this
   process alone (``init_local_run``, for frameworks that pick one writer themselves).
-- ``clean_value`` / ``clean_params``: hyperparameters as the store holds them: numpy and
-  torch scalars as numbers, nested dicts, ``Namespace`` objects and dataclasses as nested
-  paths, callables by qualified name, anything else readable text.
+- ``clean_value`` / ``clean_params``: hyperparameters as the store holds them, by the
+  rule every config value follows (docs/config-values.md): numpy and torch scalars as
+  numbers, lists and arrays as lists, None as None, nested dicts, ``Namespace`` objects
+  and dataclasses as nested paths, callables by qualified name, anything else stable
+  text.
 - ``record_config`` / ``framework_versions``: every integration puts its
   hyperparameters under ``config/`` (so ``tracker compare`` and
   ``list_runs(config=...)`` see them) and the versions of the frameworks it ran on under
@@ -48,20 +50,17 @@ the run of the training it evaluates, at that training's last step.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import functools
 import inspect
 import os
 import sys
 import time
-import types
-from argparse import Namespace
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import tracker
-from tracker.core.values import readable
+from tracker.core.paths import as_mapping
+from tracker.core.values import plain_value, stable_text
 from tracker.rank_utils import is_writer_rank
 
 GROUP_TAG_PREFIX = "group:"
@@ -202,35 +201,28 @@ def store_of(run: tracker.Run) -> Any:
 
 
 def clean_value(value: Any, _depth: int = 0) -> Any:
-    """One hyperparameter as the store holds it.
+    """One hyperparameter as the store holds it: the config rule of
+    ``tracker.core.values.plain_value`` (docs/config-values.md), the one
+    ``init_run(config=...)`` and ``run["config/..."] = ...`` use too.
 
-    Numpy and torch scalars become numbers, mappings, ``Namespace`` objects and dataclass
-    instances nested dicts of clean values, callables (functions, classes) their qualified
-    name, enums their value, paths their text; everything else goes through
-    ``tracker.core.values.readable`` (numbers, text, datetimes as they are; lists and
-    other objects as readable text).
+    Mappings, ``Namespace`` objects and dataclass instances become nested dicts of clean
+    values (with clean keys); numpy and torch scalars numbers; lists, tuples, sets and
+    arrays lists; None None; callables (functions, classes) their qualified name; enums
+    their value; paths their text; anything else stable text (its repr without memory
+    addresses).
 
     >>> import numpy as np
     >>> clean_value(np.float32(0.5))
     0.5
-    >>> clean_value({"act": max, "dims": (64, 32)})
-    {'act': 'max', 'dims': '[64, 32]'}
+    >>> clean_value({"act": max, "dims": (64, 32), "scheduler": None})
+    {'act': 'max', 'dims': [64, 32], 'scheduler': None}
     """
-    if value is None or isinstance(value, bool | int | float | str):
-        return readable(value)
-    nested = _as_mapping(value)
+    nested = as_mapping(value)
     if nested is not None:
         if _depth >= _MAX_DEPTH:
-            return readable(value)
+            return stable_text(value)
         return {clean_key(k): clean_value(v, _depth + 1) for k, v in nested.items()}
-    if callable(value):
-        return _callable_name(value)
-    if isinstance(value, enum.Enum):
-        inner = value.value
-        return readable(inner) if isinstance(inner, bool | int | float | str) else value.name
-    if isinstance(value, os.PathLike):
-        return readable(os.fspath(value))
-    return readable(value)  # numpy and torch scalars as numbers among them
+    return plain_value(CONFIG, value, lenient=True)
 
 
 def clean_params(params: Any) -> dict[str, Any]:
@@ -241,7 +233,7 @@ def clean_params(params: Any) -> dict[str, Any]:
     ``..`` are dropped).
 
     >>> clean_params({"opt": {"lr": 1e-3, "betas": (0.9, 0.99)}, "epochs": 3})
-    {'opt': {'lr': 0.001, 'betas': '[0.9, 0.99]'}, 'epochs': 3}
+    {'opt': {'lr': 0.001, 'betas': [0.9, 0.99]}, 'epochs': 3}
     """
     cleaned = clean_value(params)
     return cleaned if isinstance(cleaned, dict) else {"value": cleaned}
@@ -253,31 +245,10 @@ def clean_key(key: Any) -> str:
     >>> clean_key(3), clean_key("optimizer/lr"), clean_key("/weird//key/")
     ('3', 'optimizer/lr', 'weird/key')
     """
-    text = key if isinstance(key, str) else str(readable(key))
+    text = key if isinstance(key, str) else str(plain_value(CONFIG, key, lenient=True))
     text = "".join(c if c.isprintable() else "?" for c in text)
     parts = [p for p in text.split("/") if p not in ("", "..")]
     return "/".join(parts) or "_"
-
-
-def _callable_name(value: Any) -> Any:
-    """A function or class by its qualified name (``Net.forward``, ``relu``); a builtin
-    (``torch.tanh``, ``np.tanh``) by its plain name; a callable object as readable text."""
-    name = None
-    if not isinstance(value, types.BuiltinFunctionType):
-        name = getattr(value, "__qualname__", None)
-    if not isinstance(name, str) or not name:
-        name = getattr(value, "__name__", None)
-    return name if isinstance(name, str) and name else readable(value)
-
-
-def _as_mapping(value: Any) -> Mapping[Any, Any] | None:
-    if isinstance(value, Mapping):
-        return value
-    if isinstance(value, Namespace):
-        return vars(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
-    return None
 
 
 def record_config(run: tracker.Run, params: Any, under: str = "") -> None:

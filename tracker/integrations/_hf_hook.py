@@ -12,16 +12,28 @@ transformers. Set ``TRACKER_DISABLE_HF_HOOK=1`` to switch it off.
 The table entry is a stand-in class that builds the real ``TrackerCallback`` when the
 Trainer instantiates it, so processes that use transformers without reporting to tracker
 never import tracker's transformers integration.
+
+``report_to="all"`` (or ``["all"]``) means every integration transformers finds installed:
+``TrainingArguments`` (and, in transformers 5, ``get_reporting_integration_callbacks``)
+ask ``get_available_reporting_integrations()`` of the same module, which knows only its
+own list. Registering wraps that function too, so that its answer includes ``"tracker"``.
+In transformers 4.x, where ``report_to`` defaults to ``"all"``, an unset ``report_to``
+therefore reports to tracker as it does to every other installed integration;
+``report_to="none"`` (or ``TRACKER_DISABLE_HF_HOOK=1`` for scripts that do not import
+tracker) leaves it out.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Any
 
 TARGET = "transformers.integrations.integration_utils"
+PACKAGE = "transformers.integrations"  # a lazy module: it caches what it handed out
 NAME = "tracker"
+AVAILABLE = "get_available_reporting_integrations"  # what report_to="all" resolves with
 
 PTH_NAME = "tracker_hf_hook.pth"
 # What setup.py writes into site-packages as PTH_NAME (it reads this constant from the
@@ -110,7 +122,31 @@ def register(module: Any = None) -> bool:
     if not isinstance(table, dict):
         return False
     table.setdefault(NAME, TrackerCallbackFactory)
+    _join_all(module)
     return True
+
+
+def _join_all(module: Any) -> None:
+    """Make ``module.get_available_reporting_integrations()`` (``report_to="all"``)
+    include tracker; once, however often registration runs."""
+    original = getattr(module, AVAILABLE, None)
+    if not callable(original) or getattr(original, "tracker_joined", False):
+        return
+
+    @functools.wraps(original)
+    def available(*args: Any, **kwargs: Any) -> Any:
+        names = list(original(*args, **kwargs))
+        if NAME not in names:
+            names.append(NAME)
+        return names
+
+    available.tracker_joined = True  # type: ignore[attr-defined]
+    setattr(module, AVAILABLE, available)
+    # ``from .integrations import get_available_reporting_integrations`` goes through the
+    # package, which keeps the function it handed out before: hand out ours from now on.
+    package = sys.modules.get(PACKAGE)
+    if package is not None and vars(package).get(AVAILABLE) is original:
+        setattr(package, AVAILABLE, available)
 
 
 def install() -> None:

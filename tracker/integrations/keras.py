@@ -8,8 +8,10 @@ Importing this module imports Keras; ``import tracker`` never imports it.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Mapping
+from types import FrameType
 from typing import Any
 
 try:
@@ -37,10 +39,21 @@ class TrackerCallback(keras.callbacks.Callback):
     Records when training starts the fit parameters (``config/fit/...``), the optimizer's
     config (``config/optimizer/...``), the Keras version and backend
     (``config/framework/keras_version``, ``keras_backend`` and the backend's version,
-    e.g. ``tensorflow_version``) and the model summary (``model/...``); each epoch's logs
-    at the epoch index (``train/<metric>``, ``val/<metric>``, ``train/lr``); with
-    ``log_every_n_batches=N`` every N-th batch's logs at the global batch step
-    (``batch/<metric>``).
+    e.g. ``tensorflow_version``), the settings of an ``EarlyStopping`` callback of the fit
+    (``config/early_stopping/...``: monitor, patience, min_delta, mode, baseline,
+    restore_best_weights, start_from_epoch) and the model summary (``model/...``); each
+    epoch's logs at the epoch index (``train/<metric>``, ``val/<metric>``, ``train/lr``);
+    with ``log_every_n_batches=N`` every N-th batch's logs at the global batch step
+    (``batch/<metric>``, ``batch/lr``). The learning rate is the one the optimizer used:
+    under a ``LearningRateSchedule``, a batch's own rate, and for an epoch the rate of its
+    last batch (not the rate the next step will use).
+
+    When training ends: the epochs the training ran (``summary/epochs_run``, counted from
+    epoch 0 like ``config/fit/epochs``, which keeps what was asked for) and, when an
+    ``EarlyStopping`` callback took part, what it did: ``early_stopping/stopped`` (whether
+    it stopped the fit), ``stopped_epoch``, ``best_epoch`` and ``best`` (the monitored
+    value there) and ``restored_weights`` (whether the model now holds the best epoch's
+    weights rather than the last one's).
 
     The first argument is an open ``Run`` (the callback never closes it) or a project
     name; ``run=`` and ``project=`` say the same by keyword. Without a run the callback
@@ -111,6 +124,9 @@ class TrackerCallback(keras.callbacks.Callback):
         self._pending: dict[int, dict[str, Any]] = {}
         self._next = 0  # next batch index whose logs are due
         self._summary_due = False
+        self._stoppers: list[Any] = []  # this fit's EarlyStopping callbacks
+        self._last_epoch: int | None = None  # the last epoch this fit ended
+        self._iterations = 0  # the optimizer's step count at this training's batch 0
         # Where the current training got to, as (next epoch, next batch index): what a
         # fit(initial_epoch=...) continuing it in this process starts from.
         self._reached: tuple[int, int] | None = None
@@ -122,6 +138,7 @@ class TrackerCallback(keras.callbacks.Callback):
         # cannot travel, and a fresh one is what the copy needs.
         state = dict(self.__dict__)
         state.pop("_lock", None)
+        state["_stoppers"] = []  # they hold the model
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -136,7 +153,13 @@ class TrackerCallback(keras.callbacks.Callback):
         self._began = False
         self._batches = 0
         self._pending = {}
+        self._last_epoch = None
         self._chief = records_here(self._runs.given)
+        # Keras hands a callback neither its fellow callbacks nor the fit's arguments:
+        # the EarlyStopping ones are found in the CallbackList calling this hook.
+        self._stoppers = [
+            cb for cb in _fellow_callbacks(self) if isinstance(cb, keras.callbacks.EarlyStopping)
+        ]
         # The run is chosen at the first epoch: only then does Keras say which epoch
         # this fit starts from (initial_epoch, or BackupAndRestore's, set in its own
         # on_train_begin, which may come after this one).
@@ -172,10 +195,14 @@ class TrackerCallback(keras.callbacks.Callback):
                 batch_start = max(0, next_step(run) - base)
         self.run, self._base, self._epoch_start = run, base, batch_start
         self._reached = (first_epoch, batch_start)
-        fit = {k: v for k, v in (self.params or {}).items() if v is not None and k != "verbose"}
-        record_config(run, fit, under="fit")
         model = self.model
         optimizer = getattr(model, "optimizer", None)
+        # Batch ``i`` of this training is the optimizer's step ``self._iterations + i``.
+        self._iterations = (_iterations(optimizer) or 0) - batch_start
+        fit = {k: v for k, v in (self.params or {}).items() if v is not None and k != "verbose"}
+        record_config(run, fit, under="fit")
+        if self._stoppers:
+            record_config(run, _stopping_config(self._stoppers[0]), under="early_stopping")
         if optimizer is not None:
             # The config's name is the instance's (adam, adam_1, ... in one process): the
             # class is what runs are compared by.
@@ -210,7 +237,12 @@ class TrackerCallback(keras.callbacks.Callback):
             self._batches = max(self._batches, batch + 1)
             if index % self._every or not logs:
                 return
-            self._pending[index] = {f"batch/{k}": v for k, v in logs.items()}
+            data = {f"batch/{k}": v for k, v in logs.items()}
+            if "batch/lr" not in data and "batch/learning_rate" not in data:
+                lr = _learning_rate(self._optimizer(), self._iterations + index)
+                if lr is not None:
+                    data["batch/lr"] = lr
+            self._pending[index] = data
             # Async dispatch may deliver batches out of order; a lower step than a
             # series' last is stored but sorts apart from its write order and warns, so
             # emit only the unbroken prefix of due steps.
@@ -228,6 +260,7 @@ class TrackerCallback(keras.callbacks.Callback):
             self._pending.clear()
             self._epoch_start += self._batches
         self._reached = (epoch + 1, self._epoch_start)
+        self._last_epoch = epoch
         data: dict[str, Any] = {}
         for key, value in (logs or {}).items():
             if key in ("learning_rate", "lr"):
@@ -237,7 +270,10 @@ class TrackerCallback(keras.callbacks.Callback):
             else:
                 data[f"train/{key}"] = value
         if "train/lr" not in data:
-            lr = _learning_rate(getattr(self.model, "optimizer", None))
+            # The rate the epoch's last batch used (a schedule's rate moves on with the
+            # step count: read now, it would be the next epoch's first).
+            optimizer = self._optimizer()
+            lr = _learning_rate(optimizer, (_iterations(optimizer) or 1) - 1)
             if lr is not None:
                 data["train/lr"] = lr
         if data:
@@ -259,18 +295,115 @@ class TrackerCallback(keras.callbacks.Callback):
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         run, self.run = self.run, None
         self._began = False
-        if run is not None:
-            self._runs.end("finished")  # closes a run the callback opened; flushes a given one
+        stoppers, self._stoppers = self._stoppers, []
+        if run is None:
+            return
+        if run.is_writer:
+            if self._last_epoch is not None:
+                run["summary/epochs_run"] = self._last_epoch + 1
+            if stoppers:
+                # Read here, not at the last epoch's end: EarlyStopping may come after
+                # this callback in the list, and it has seen every epoch by now.
+                facts = _stopping_facts(stoppers[0])
+                if facts:
+                    run["early_stopping"] = facts
+        self._runs.end("finished")  # closes a run the callback opened; flushes a given one
+
+    def _optimizer(self) -> Any:
+        return getattr(self.model, "optimizer", None)
 
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def _learning_rate(optimizer: Any) -> float | None:
+def _fellow_callbacks(callback: Any, depth: int = 6) -> list[Any]:
+    """The callbacks of the ``CallbackList`` that is calling ``callback``'s hook (empty
+    when the hook is called some other way)."""
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(depth):
+        if frame is None:
+            break
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, keras.callbacks.CallbackList):
+            found = list(getattr(owner, "callbacks", []))
+            if any(cb is callback for cb in found):
+                return found
+        frame = frame.f_back
+    return []
+
+
+# EarlyStopping's settings, as its constructor names them.
+_STOPPING_SETTINGS = (
+    "monitor",
+    "patience",
+    "min_delta",
+    "mode",
+    "baseline",
+    "restore_best_weights",
+    "start_from_epoch",
+)
+
+
+def _stopping_config(stopper: Any) -> dict[str, Any]:
+    out = {name: getattr(stopper, name) for name in _STOPPING_SETTINGS if hasattr(stopper, name)}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _stopping_facts(stopper: Any) -> dict[str, Any]:
+    """What an EarlyStopping callback did in the fit that just ended."""
+    stopped_epoch = int(getattr(stopper, "stopped_epoch", 0) or 0)
+    facts: dict[str, Any] = {"stopped": stopped_epoch > 0}  # it never stops at epoch 0
+    if stopped_epoch > 0:
+        facts["stopped_epoch"] = stopped_epoch
+    best = getattr(stopper, "best", None)
+    if best is not None:  # None: the monitored value never came (or start_from_epoch)
+        facts["best_epoch"] = int(getattr(stopper, "best_epoch", 0))
+        try:
+            facts["best"] = _number(best)
+        except Exception:  # noqa: BLE001 - a value that is not a number: left out
+            pass
+    # EarlyStopping restores in its on_train_end when it kept the best epoch's weights.
+    facts["restored_weights"] = bool(
+        getattr(stopper, "restore_best_weights", False)
+        and getattr(stopper, "best_weights", None) is not None
+    )
+    return facts
+
+
+def _number(value: Any) -> float:
+    """A Keras variable, backend tensor or number as a Python float."""
+    if isinstance(value, keras.Variable):
+        # (converting the variable itself, NumPy 2 warns about its __array__)
+        return float(value.numpy())
+    return float(keras.ops.convert_to_numpy(value))
+
+
+def _iterations(optimizer: Any) -> int | None:
+    """The optimizer's step count (the steps it has applied), if it says."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+    try:
+        return int(_number(optimizer.iterations))
+    except Exception:  # noqa: BLE001 - no optimizer, or a custom one without a counter
+        return None
+
+
+def _learning_rate(optimizer: Any, iteration: int | None = None) -> float | None:
+    """The rate the optimizer used at step ``iteration`` (0 is its first).
+
+    A ``LearningRateSchedule`` gives the rate of a step; a plain rate is the same for all
+    (a callback changing it does so between epochs). Without ``iteration``, the rate the
+    optimizer would use now.
+    """
     if optimizer is None:
         return None
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+    schedule = getattr(inner, "_learning_rate", None)
     try:
-        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        if iteration is not None and isinstance(
+            schedule, keras.optimizers.schedules.LearningRateSchedule
+        ):
+            return _number(schedule(max(int(iteration), 0)))
+        return _number(optimizer.learning_rate)
     except Exception:  # noqa: BLE001 - a custom optimizer without a readable rate
         return None

@@ -23,13 +23,16 @@ import copy
 import os
 import sys
 import warnings
+import weakref
 from argparse import Namespace
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
 import tracker
 from tracker.integrations._common import (
+    PREVIOUS_RUN_FIELD,
     StepTimer,
     TrainingRuns,
     record_config,
@@ -68,7 +71,9 @@ _PACKAGE = _Logger.__module__.split(".", 1)[0]
 # Lightning's finalize statuses. "finished" only comes from the SLURM requeue handler,
 # which saves a checkpoint and stops: the job was preempted, not done.
 _STATUS = {"success": "finished", "failed": "failed", "finished": "terminated"}
-_STATE_KEY = "TrackerLogger"
+# The checkpoint key of every logger's state before each logger had its own (one key for
+# all: with two loggers the last one's state overwrote the others'). Still read.
+_LEGACY_STATE_KEY = "TrackerLogger"
 
 
 class TrackerLogger(_Logger):
@@ -93,7 +98,16 @@ class TrackerLogger(_Logger):
     to the Trainer's ``default_root_dir``); they are recorded as references, never copied,
     and carry the run id, so ``trainer.fit(model, ckpt_path=...)`` continues the same run,
     rewound to the checkpoint: what the abandoned attempt logged after it is kept but
-    hidden from default reads (``fetch_values(include_superseded=True)`` shows it).
+    hidden from default reads (``fetch_values(include_superseded=True)`` shows it). Each
+    recorded checkpoint has ``checkpoints/<name>/removed``: False, and True once its file
+    is deleted (``save_top_k`` dropped it); the reference stays. Every logger keeps its run
+    id in the checkpoint under a key of its own, so several loggers in one Trainer each
+    resume their own run.
+
+    Under ``strategy="ddp_spawn"`` the run id is chosen before the logger is pickled for
+    the workers: ``logger.version`` in the launching process names the run they wrote, and
+    ``trainer.test()`` there continues it. ``log_hyperparams``/``log_metrics`` after the
+    run closed reopen it for the write and close it again with the status it had.
 
     Each further ``fit`` through the same logger (not resuming a checkpoint) is a new
     training: it gets a run of its own, tagged ``group:<first run id>`` and naming the run
@@ -142,6 +156,20 @@ class TrackerLogger(_Logger):
         # ``lr_find``/``scale_batch_size`` (a fit whose search trains with the logger and
         # callbacks swapped out, then stops), a fit with nothing left to do.
         self._trained = False
+        # Checkpoints recorded, by (run id, file): the field they went under, and those
+        # whose file has since been deleted (save_top_k dropped it, an older ``last``).
+        self._checkpoint_fields: dict[tuple[str, str], str] = {}
+        self._removed_checkpoints: set[tuple[str, str]] = set()
+        # The status ``finalize`` closed the last run with: a write after that reopens the
+        # run and closes it again with this status, never leaving it running.
+        self._closed_status: str | None = None
+        # In the process that launches a spawned fit (strategy="ddp_spawn"): the Trainer
+        # it was shipped for and what each worker's copy is told (every worker is pickled
+        # on its own, and all must get the same run).
+        self._launched: weakref.ref[Any] | None = None
+        self._launch_plan: dict[str, Any] = {}
+        # In a spawned worker: the run of the training before this one, to link to.
+        self._previous_run: str | None = None
 
     # -- the Logger contract: cheap properties that never create a run ---------------------
 
@@ -194,20 +222,20 @@ class TrackerLogger(_Logger):
     def log_hyperparams(
         self, params: Mapping[str, Any] | Namespace, *args: Any, **kwargs: Any
     ) -> None:
-        run = self.run
-        if run.is_writer:
-            record_config(run, params)
-            _record_frameworks(run)
+        with self._writing() as run:
+            if run.is_writer:
+                record_config(run, params)
+                _record_frameworks(run)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        run = self.run
-        if not run.is_writer:
-            return
-        if self._prefix:
-            metrics = {f"{self._prefix}/{k}": v for k, v in metrics.items()}
-        if step is not None:
-            step += self._runs.offset  # non-zero only when continuing a run the user gave
-        run.log(dict(metrics), step=step)
+        with self._writing() as run:
+            if not run.is_writer:
+                return
+            if self._prefix:
+                metrics = {f"{self._prefix}/{k}": v for k, v in metrics.items()}
+            if step is not None:
+                step += self._runs.offset  # non-zero only when continuing a given run
+            run.log(dict(metrics), step=step)
 
     def log_graph(self, model: Any, input_array: Any = None) -> None:
         # Lightning calls this on every rank with the LightningModule: the last chance to
@@ -233,6 +261,9 @@ class TrackerLogger(_Logger):
         run = self.run
         if not run.is_writer:
             return
+        # ModelCheckpoint deletes the checkpoint a new one displaces right after this call:
+        # what the last call saw go is gone by now (and by ``finalize``, for the last one).
+        self._mark_removed_checkpoints(run)
         scores = {os.path.abspath(p): s for p, s in checkpoint_callback.best_k_models.items()}
         candidates = list(scores)
         for extra in (checkpoint_callback.last_model_path, checkpoint_callback.best_model_path):
@@ -247,6 +278,11 @@ class TrackerLogger(_Logger):
             self._recorded_checkpoints.add(repr(stamp))
             key = "checkpoints/" + os.path.splitext(os.path.basename(path))[0]
             run[key + "/file"].track_files(path)
+            # True once the file is deleted (see ``_mark_removed_checkpoints``); a file saved
+            # again under the name of a deleted one is there again.
+            run[key + "/removed"] = False
+            self._checkpoint_fields[(run.id, path)] = key
+            self._removed_checkpoints.discard((run.id, path))
             score = scores.get(path)
             if score is None and path == os.path.abspath(checkpoint_callback.last_model_path):
                 score = checkpoint_callback.current_score
@@ -259,21 +295,42 @@ class TrackerLogger(_Logger):
     def finalize(self, status: str) -> None:
         # Lightning calls this at the end of every fit, validate, test and predict.
         self._in_fit = False
+        run = self._runs.run
+        if run is not None and run.is_writer:
+            self._mark_removed_checkpoints(run)
         # An owned run is closed (a later trainer.test()/validate() reopens it through
         # ``run``); a run the user gave is only flushed.
-        self._runs.end(_STATUS.get(status, "finished"))
+        closing = _STATUS.get(status, "finished")
+        if run is not None and self._runs.owns:
+            self._closed_status = closing
+        self._runs.end(closing)
 
     def __getstate__(self) -> dict[str, Any]:
         # Lightning pickles loggers for spawn: ship ids and settings, never a live run or
-        # writer. A spawned process opens the run by id itself, as its owner.
+        # writer. A spawned process opens the run by id itself, as its owner. The id is
+        # chosen here, before the copies leave (as Lightning's W&B logger does): the
+        # spawned workers and this process then agree on it, and a later
+        # ``trainer.test()`` or ``logger.version`` here names the run the workers wrote.
+        launch: dict[str, Any] = {}
+        if self._runs.owns and not self._in_fit:
+            trainer, ckpt_path, weights_only = _fit_being_launched()
+            if trainer is not None:
+                launch = self._plan_launched_fit(trainer, ckpt_path, weights_only)
+            elif self.version is None and _single_process():
+                self._runs.last_id = _new_run_id()
         state = self.__dict__.copy()
         runs = copy.copy(self._runs)
         runs.last_id = self.version
         runs.run_id = runs.run_id or (runs.given.id if runs.given is not None else None)
         runs.run = None
         runs.given = None
+        for name, value in launch.get("runs", {}).items():
+            setattr(runs, name, value)
         state["_runs"] = runs
         state["_callback"] = None
+        state["_launched"] = None
+        state["_launch_plan"] = {}
+        state["_previous_run"] = launch.get("previous")
         return state
 
     # -- wiring -----------------------------------------------------------------------------
@@ -284,8 +341,104 @@ class TrackerLogger(_Logger):
             if isinstance(callback, _RankFigures) and callback.logger is self:
                 self._callback = callback
                 return
-        self._callback = _RankFigures(self)
+        self._callback = _RankFigures(self, self._state_key_in(trainer))
         trainer.callbacks.append(self._callback)
+
+    def _state_key_in(self, trainer: Any) -> str:
+        """This logger's own key in the Trainer's checkpoints: its project, and which of the
+        Trainer's loggers of that project it is (two loggers of one Trainer never share a
+        key, and the key stays the same for the same Trainer set up again to resume)."""
+        same = [
+            logger
+            for logger in getattr(trainer, "loggers", [])
+            if isinstance(logger, TrackerLogger) and logger.name == self.name
+        ]
+        index = next((i for i, logger in enumerate(same) if logger is self), 0)
+        return f"{_LEGACY_STATE_KEY}{ {'project': self.name, 'index': index}!r}"
+
+    @property
+    def _state_key(self) -> str:
+        return self._callback.state_key if self._callback is not None else _LEGACY_STATE_KEY
+
+    @contextmanager
+    def _writing(self) -> Iterator[tracker.Run]:
+        """The run to write to; one that ``finalize`` closed is reopened for the write and
+        closed again with the status it had, never left running."""
+        restore = self._status_to_restore()
+        run = self.run
+        try:
+            yield run
+        finally:
+            if restore is not None:
+                self._runs.end(restore)
+
+    def _status_to_restore(self) -> str | None:
+        runs = self._runs
+        if not runs.owns or runs.run is not None:
+            return None  # open: a stage is running, or the user opened it through ``run``
+        if self._closed_status is not None:
+            return self._closed_status
+        # Closed elsewhere: by the spawned workers of a ddp_spawn fit, or another process.
+        run_id = runs.last_id or runs.run_id
+        if run_id is None:
+            return None  # no run yet: this write opens the run a coming fit goes on with
+        try:
+            status = tracker.read_run(run_id, store=runs.store).status
+        except Exception:  # noqa: BLE001 - no such run (yet), or no store: nothing closed
+            return None
+        return None if status == "running" else status
+
+    def _mark_removed_checkpoints(self, run: tracker.Run) -> None:
+        """Mark the recorded checkpoints of ``run`` whose file is gone as removed; the
+        reference (path, size, hash) stays, for the record."""
+        for (run_id, path), key in self._checkpoint_fields.items():
+            if run_id != run.id or (run_id, path) in self._removed_checkpoints:
+                continue
+            if not os.path.exists(path):
+                self._removed_checkpoints.add((run_id, path))
+                run[key + "/removed"] = True
+
+    def _plan_launched_fit(self, trainer: Any, ckpt_path: Any, weights_only: Any) -> dict[str, Any]:
+        """In the process launching a spawned fit: choose the run its workers write to, and
+        keep this process's bookkeeping as if it had trained (the workers do, on copies).
+
+        Returns what each worker's copy of ``_runs`` is set to (``runs``) and the run a new
+        training links to (``previous``). The same for every worker of one fit.
+        """
+        if self._launched is not None and self._launched() is trainer:
+            return self._launch_plan
+        runs = self._runs
+        if runs.run is not None:
+            # Opened here before the fit (``log_hyperparams`` first): the workers go on
+            # with it, so this process lets go of it (its writer would be a second one).
+            runs.end("finished")
+        saved_id, saved_step = (None, None)
+        if ckpt_path:
+            saved_id, saved_step = _checkpoint_origin(
+                ckpt_path, weights_only, self._state_key_in(trainer), self.name
+            )
+        previous = None
+        if saved_id is not None and saved_step is not None and runs.run_id in (None, saved_id):
+            planned = saved_id  # the workers read the checkpoint and resume its run
+        elif runs.trainings == 0:
+            planned = runs.last_id or runs.run_id or _new_run_id()
+        else:
+            # A later training: a new run, linked to the one before (each worker's copy
+            # opens it as its first, and links it; a lower id would be derived per rank).
+            planned, previous = _new_run_id(), runs.last_id
+        plan = {
+            "runs": {"last_id": planned, "trainings": 0, "first_id": runs.first_id},
+            "previous": previous,
+        }
+        runs.trainings += 1
+        runs.last_id = planned
+        if runs.first_id is None and saved_id is None:
+            runs.first_id = planned
+        self._trained = True
+        self._closed_status = None
+        self._launched = weakref.ref(trainer)
+        self._launch_plan = plan
+        return plan
 
     def _begin_training(self, trainer: Any, ckpt_path: Any, weights_only: Any) -> None:
         """A ``fit`` starts: pick its run (once per fit, on every rank, before Lightning
@@ -294,9 +447,12 @@ class TrackerLogger(_Logger):
             return
         self._in_fit = True
         runs = self._runs
+        previous, self._previous_run = self._previous_run, None
         saved_id, saved_step = (None, None)
         if ckpt_path:
-            saved_id, saved_step = _checkpoint_origin(ckpt_path, weights_only)
+            saved_id, saved_step = _checkpoint_origin(
+                ckpt_path, weights_only, self._state_key, self.name
+            )
         # The run the user named (run=/run_id=) wins over the checkpoint's; the callback
         # warns when they differ, and such a fit is not a resume of the user's run.
         named = runs.run_id
@@ -317,7 +473,11 @@ class TrackerLogger(_Logger):
             # from, so this fit keeps its run (``lr_find`` then ``fit``).
             runs.current()
         else:
-            runs.start()
+            started = runs.start()
+            if previous is not None and started.is_writer:
+                # A later training launched into spawned workers: linked here (see
+                # ``_plan_launched_fit``), as ``TrainingRuns`` links one in one process.
+                started[PREVIOUS_RUN_FIELD] = previous
             if not runs.owns:
                 # ``start`` sets the offset to the run's next step, for a framework counting
                 # from 0 again (a new Trainer). The same Trainer trained further goes on
@@ -335,14 +495,20 @@ class _RankFigures(_Callback):
     Also carries the run id in checkpoints, so that resuming continues the same run.
     """
 
-    def __init__(self, logger: TrackerLogger) -> None:
+    def __init__(self, logger: TrackerLogger, state_key: str = _LEGACY_STATE_KEY) -> None:
         super().__init__()
         self.logger = logger
+        self._state_key = state_key
         self._timer = StepTimer()
 
     @property
     def state_key(self) -> str:
-        return _STATE_KEY
+        return self._state_key
+
+    @property
+    def _legacy_state_key(self) -> Any:
+        # Lightning falls back to this key for a checkpoint that lacks ``state_key``.
+        return _LEGACY_STATE_KEY
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         # Normally begun already, by ``experiment``; this is for a Trainer it did not see.
@@ -378,6 +544,8 @@ class _RankFigures(_Callback):
         return {"run_id": self.logger.version, "project": self.logger.name}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("project", self.logger.name) != self.logger.name:
+            return  # an old checkpoint's one shared entry, of another logger
         saved = state_dict.get("run_id")
         if saved and saved != self.logger.version:
             warnings.warn(
@@ -414,13 +582,57 @@ def _running_trainer() -> tuple[Any, Any, Any]:
     return None, None, None
 
 
+def _fit_being_launched() -> tuple[Any, Any, Any]:
+    """The Trainer whose ``fit`` is pickling this logger for spawned workers
+    (``strategy="ddp_spawn"``), with its ``ckpt_path`` and ``weights_only``; all None
+    when the pickling is no such launch.
+
+    The launching process never runs the fit itself: ``Trainer.fit`` hands it to a
+    launcher that pickles the Trainer (loggers included) once per worker.
+    """
+    frame: FrameType | None = sys._getframe(2)
+    for _ in range(100):
+        if frame is None:
+            break
+        if frame.f_code.co_name == "fit":
+            owner = frame.f_locals.get("self")
+            if type(owner).__name__ == "Trainer" and hasattr(owner, "callbacks"):
+                launcher = getattr(getattr(owner, "strategy", None), "launcher", None)
+                spawns = getattr(launcher, "_start_method", None) in ("spawn", "forkserver")
+                if not spawns or not _is_fitting(owner):
+                    break
+                f_locals = frame.f_locals
+                return owner, f_locals.get("ckpt_path"), f_locals.get("weights_only")
+        frame = frame.f_back
+    return None, None, None
+
+
+def _single_process() -> bool:
+    from tracker.rank_utils import detect_rank
+
+    return detect_rank().world_size <= 1
+
+
+def _new_run_id() -> str:
+    from tracker.core.session import new_run_id
+
+    return new_run_id()
+
+
 def _is_fitting(trainer: Any) -> bool:
     # TrainerFn is a str enum in both packages: "fit", "validate", "test", "predict".
     return getattr(getattr(trainer, "state", None), "fn", None) == "fit"
 
 
-def _checkpoint_origin(ckpt_path: Any, weights_only: Any) -> tuple[str | None, int | None]:
-    """The tracker run id and Lightning's ``global_step`` saved in a checkpoint file."""
+def _checkpoint_origin(
+    ckpt_path: Any, weights_only: Any, state_key: str, project: str
+) -> tuple[str | None, int | None]:
+    """The tracker run id a logger saved in a checkpoint file under ``state_key``, and
+    Lightning's ``global_step`` there.
+
+    A checkpoint written before each logger had its own key holds one entry under the
+    old key: it is this logger's when it names the same project (the first such logger).
+    """
     path = os.fspath(ckpt_path)
     if not os.path.isfile(path):
         return None, None
@@ -438,7 +650,12 @@ def _checkpoint_origin(ckpt_path: Any, weights_only: Any) -> tuple[str | None, i
             stacklevel=3,
         )
         return None, None
-    state = checkpoint.get("callbacks", {}).get(_STATE_KEY, {})
+    states = checkpoint.get("callbacks") or {}
+    state = states.get(state_key)
+    if state is None:
+        legacy = states.get(_LEGACY_STATE_KEY) or {}
+        first = state_key == _LEGACY_STATE_KEY or state_key.endswith("'index': 0}")
+        state = legacy if first and legacy.get("project") == project else {}
     step = checkpoint.get("global_step")
     return state.get("run_id"), int(step) if isinstance(step, int) else None
 

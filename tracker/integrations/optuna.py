@@ -14,13 +14,17 @@ import contextlib
 import fcntl
 import functools
 import hashlib
+import inspect
 import json
 import os
 import re
 import tempfile
 import threading
+import traceback
+import warnings
+import weakref
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 try:
     import optuna
@@ -45,11 +49,28 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _STATES = {TrialState.COMPLETE: "finished", TrialState.PRUNED: "finished"}
 STUDY_TAG = "optuna-study"  # the study's record
 STUDY_RUN_FIELD = "lineage/study_run"  # in each trial run: the id of its study's record
+ERROR_FIELD = "trial/error"  # in a failed trial's run: why it failed, in one line
 
 # Threads of one process share this lock per study record; processes also take an flock
 # on a file named after the record in the temporary directory (_record_lock).
 _record_locks: dict[str, threading.Lock] = {}
 _record_locks_guard = threading.Lock()
+
+# What makes a study itself, beyond its name (see TrackerCallback.study_run_id), once known.
+_study_keys: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_study_keys_guard = threading.Lock()
+
+# The TrackerCallbacks watching the objective running in this thread (Study.optimize).
+_watching = threading.local()
+_NOTHING = object()
+
+
+class _Failure(NamedTuple):
+    """Why a trial failed: ``summary`` for ``trial/error``, ``detail`` for the run's error."""
+
+    summary: str
+    detail: str
+    status: str  # the run's final status: failed, or terminated for a KeyboardInterrupt
 
 
 class TrackerCallback:
@@ -59,8 +80,11 @@ class TrackerCallback:
     (``config/framework/optuna_version``), its value or values
     (``trial/value``, ``trial/values/<metric>``), state (``trial/state``: complete, pruned,
     fail), duration and the values reported with ``trial.report`` as the series
-    ``trial/intermediate`` at their steps. Pruned trials are tagged ``pruned``; failed
-    trials close as ``failed``. Every trial run carries the tag ``study:<name>`` and the
+    ``trial/intermediate`` at their steps. Pruned trials are tagged ``pruned``. A failed
+    trial's run closes as ``failed`` (``terminated`` after a ``KeyboardInterrupt``) with
+    the reason: ``trial/error`` (``"ValueError: ..."``, or the value Optuna refused) and
+    the traceback as the run's error; whether Optuna caught the exception (``catch=``) or
+    it escaped ``optimize``. Every trial run carries the tag ``study:<name>`` and the
     config fields ``sweep/study`` and ``sweep/trial``, so
     ``tracker.list_runs(tags=["study:NAME"])`` or
     ``tracker.list_runs(config={"sweep": {"study": "NAME"}})`` finds them.
@@ -73,14 +97,14 @@ class TrackerCallback:
     trial runs. ``project=`` and ``run=`` say the same by keyword, and other keyword
     arguments go to ``tracker.init_run`` for every trial run.
 
-    Inside the objective, :meth:`run_for` gives the trial's own run for per-epoch curves;
-    decorate the objective with :meth:`track` so that a trial whose exception Optuna
-    re-raises still closes its run as failed. Safe with ``n_jobs`` threads and with
-    several processes sharing one Optuna storage and one tracker store.
+    Inside the objective, :meth:`run_for` gives the trial's own run for per-epoch curves.
+    Failures are seen wherever the callback is in ``study.optimize(callbacks=[...])``;
+    :meth:`track` also closes a failed trial's run when the objective runs outside
+    ``optimize`` (``study.ask``/``study.tell`` loops). Safe with ``n_jobs`` threads and
+    with several processes sharing one Optuna storage and one tracker store.
 
     >>> cb = TrackerCallback(project="sweeps", store="runs/")
-    >>> @cb.track
-    ... def objective(trial):
+    >>> def objective(trial):
     ...     run = cb.run_for(trial)
     ...     for epoch in range(10):
     ...         run.log({"val/loss": train_one_epoch(trial)}, step=epoch)
@@ -119,7 +143,10 @@ class TrackerCallback:
         tags = init_run_kwargs.pop("tags", ())
         self._tags = [tags] if isinstance(tags, str) else list(tags)
         self._init_kwargs = init_run_kwargs
+        # Keyed by (study_run_id, trial number): two studies of one name stay apart.
         self._runs: dict[tuple[str, int], tracker.Run] = {}
+        self._failures: dict[tuple[str, int], _Failure] = {}  # seen, not recorded yet
+        self._returned: dict[tuple[str, int], Any] = {}  # what each objective returned
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -132,9 +159,12 @@ class TrackerCallback:
             )
         state = dict(self.__dict__)
         state.pop("_lock", None)
+        state.update(_runs={}, _failures={}, _returned={})  # this process's trials only
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_failures", {})
+        state.setdefault("_returned", {})
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
@@ -142,9 +172,16 @@ class TrackerCallback:
 
     @staticmethod
     def study_run_id(study: optuna.Study) -> str:
-        """The run id of the study's own record; trial runs add ``-t<number>``."""
+        """The run id of the study's own record; trial runs add ``-t<number>``.
+
+        It is derived from what the Optuna storage keeps of the study: its name, its id
+        there and when its first trial (number 0) started. Every process and thread
+        sharing the storage derives the same id, and a new study of the same name (an
+        in-memory study run again, a study created again in a new database) a new one.
+        Asked before the study's first trial has started, the answer is provisional.
+        """
         name = study.study_name
-        digest = hashlib.sha1(f"{name}\0{study._study_id}".encode()).hexdigest()[:10]
+        digest = hashlib.sha1(f"{name}\0{_study_key(study)}".encode()).hexdigest()[:10]
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:60]
         return f"optuna-{slug}-{digest}" if slug else f"optuna-{digest}"
 
@@ -165,7 +202,9 @@ class TrackerCallback:
         return self._open(trial.study, trial.number, trial.params)
 
     def track(self, objective: _F) -> _F:
-        """Decorate an objective so that a trial that raises closes its run as failed."""
+        """Decorate an objective so that a trial that raises closes its run as failed,
+        with the exception as the reason, also where the objective runs outside
+        ``study.optimize(callbacks=[this callback])`` (inside it, that happens anyway)."""
 
         @functools.wraps(objective)
         def wrapper(trial: optuna.Trial, *args: Any, **kwargs: Any) -> Any:
@@ -174,12 +213,10 @@ class TrackerCallback:
             except optuna.TrialPruned:
                 raise
             except BaseException as exc:
-                # Optuna calls callbacks only for exceptions it catches (``catch=``); close
-                # here for the rest. If the callback does run, it reopens and completes it.
-                run = self._pop(trial.study, trial.number)
-                if run is not None:
-                    run["trial/state"] = "fail"
-                    run.close("failed", error=f"{type(exc).__name__}: {exc}")
+                self._note_failure(trial.study, trial.number, exc)
+                if not any(cb is self for cb in getattr(_watching, "callbacks", ())):
+                    # No optimize of ours around it: Optuna may never call the callback.
+                    self._close_failed(trial.study, trial.number)
                 raise
 
         return wrapper  # type: ignore[return-value]
@@ -187,12 +224,22 @@ class TrackerCallback:
     # -- after each trial -----------------------------------------------------------------
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        run = self._pop(study, trial.number)
+        key = self._key(study, trial.number)
+        with self._lock:
+            failure = self._failures.pop(key, None)
+            returned = self._returned.pop(key, _NOTHING)
+        if failure is None and trial.state == TrialState.FAIL and returned is not _NOTHING:
+            # Optuna refused what the objective returned (None, NaN, a wrong count).
+            reason = f"the objective returned {_short_repr(returned)}, which Optuna refused"
+            failure = _Failure(reason, reason, "failed")
+        run = self._pop(key)
         if run is None:
             run = self._open(study, trial.number, trial.params)
-            self._pop(study, trial.number)
+            self._pop(key)
         run[CONFIG] = clean_params(trial.params)
         state = trial.state.name.lower()
+        if failure is not None and not trial.state.is_finished():
+            state = "fail"  # an exception Optuna does not catch (SystemExit) left it running
         run["trial/state"] = state
         run["trial/number"] = trial.number
         if trial.values is not None:
@@ -213,13 +260,20 @@ class TrackerCallback:
             )
         if trial.state == TrialState.PRUNED:
             run.add_tags("pruned")
-        run.close(_STATES.get(trial.state, "failed"))
+        if failure is not None:
+            run[ERROR_FIELD] = failure.summary
+            run.close(failure.status, error=failure.detail)
+        else:
+            run.close(_STATES.get(trial.state, "failed"))
         self._update_study_record(study)
 
     # -- internals ------------------------------------------------------------------------
 
+    def _key(self, study: optuna.Study, number: int) -> tuple[str, int]:
+        return (self.study_run_id(study), number)
+
     def _open(self, study: optuna.Study, number: int, params: dict[str, Any]) -> tracker.Run:
-        key = (study.study_name, number)
+        key = self._key(study, number)
         with self._lock:
             run = self._runs.get(key)
             if run is None:
@@ -228,7 +282,7 @@ class TrackerCallback:
                 config["framework"] = framework_versions("optuna")
                 run = tracker.init_run(
                     self._project,
-                    run_id=f"{self.study_run_id(study)}-t{number}",
+                    run_id=f"{key[0]}-t{number}",
                     name=f"{study.study_name}/trial-{number}",
                     tags=[self.study_tag(study), *self._tags],
                     config=config,
@@ -240,9 +294,57 @@ class TrackerCallback:
                 self._runs[key] = run
             return run
 
-    def _pop(self, study: optuna.Study, number: int) -> tracker.Run | None:
+    def _pop(self, key: tuple[str, int]) -> tracker.Run | None:
         with self._lock:
-            return self._runs.pop((study.study_name, number), None)
+            return self._runs.pop(key, None)
+
+    def _note_failure(self, study: optuna.Study, number: int, exc: BaseException) -> None:
+        """Keep why a trial failed, until its run is closed with it."""
+        summary = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        status = "terminated" if isinstance(exc, KeyboardInterrupt) else "failed"
+        with self._lock:
+            # The innermost sight of it (track inside optimize's watch) comes first.
+            self._failures.setdefault(self._key(study, number), _Failure(summary, detail, status))
+
+    def _note_returned(self, study: optuna.Study, number: int, value: Any) -> None:
+        with self._lock:
+            self._returned[self._key(study, number)] = value
+
+    def _close_failed(self, study: optuna.Study, number: int) -> None:
+        """Close a failed trial's run now, as ``track`` does outside an optimize of ours."""
+        key = self._key(study, number)
+        with self._lock:
+            failure = self._failures.pop(key, None)
+            self._returned.pop(key, None)
+        run = self._pop(key)
+        if run is None or failure is None:
+            return
+        run["trial/state"] = "fail"
+        run[ERROR_FIELD] = failure.summary
+        run.close(failure.status, error=failure.detail)
+
+    def _finish_unreported(self, study: optuna.Study) -> None:
+        """After an exception escaped ``optimize``: record the trials of ``study`` that
+        Optuna called no callback for (the one that raised, or, when another callback
+        raised, one that ended well), as the callback would have."""
+        prefix = self.study_run_id(study)
+        with self._lock:
+            keys = {k for k in (*self._failures, *self._runs) if k[0] == prefix}
+            for k in [k for k in self._returned if k[0] == prefix and k not in keys]:
+                del self._returned[k]
+        if not keys:
+            return
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        for key in sorted(keys):
+            frozen = trials.get(key[1])
+            if frozen is None:
+                continue
+            with self._lock:
+                failed = key in self._failures
+            if failed or frozen.state.is_finished():
+                # (A trial still running without a failure is another optimize call's.)
+                self(study, frozen)
 
     def _update_study_record(self, study: optuna.Study) -> None:
         run_id = self.study_run_id(study)
@@ -295,6 +397,31 @@ class TrackerCallback:
             record.close("finished")
 
 
+def _study_key(study: optuna.Study) -> str:
+    """What tells this study from another of the same name, as its storage keeps it: the
+    study's id there and the start of its trial 0 (set once, when that trial starts, and
+    read alike by every process sharing the storage)."""
+    with _study_keys_guard:
+        known = _study_keys.get(study)
+    if known is not None:
+        return known
+    study_id = getattr(study, "_study_id", 0)
+    trials = study.get_trials(deepcopy=False)
+    first = trials[0] if trials and trials[0].number == 0 else None
+    if first is None or first.datetime_start is None:
+        # No trial has started yet (none is recorded before one has): not final.
+        return str(study_id)
+    key = f"{study_id}\0{first.datetime_start.isoformat()}"
+    with _study_keys_guard:
+        _study_keys[study] = key
+    return key
+
+
+def _short_repr(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _best_single(study: optuna.Study) -> FrozenTrial | None:
     try:
         return study.best_trial
@@ -320,3 +447,84 @@ def _record_lock(run_id: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# -- seeing every trial's end: Study.optimize, watched --------------------------------------
+#
+# Optuna calls callbacks only for trials whose exception it catches (``catch=``), and keeps
+# no exception for those: a trial that fails any other way never reaches a callback, and
+# none tells why a trial failed. So ``study.optimize`` is wrapped, once, when this module
+# is imported: where a TrackerCallback is among its callbacks, the objective runs inside a
+# watch that hands each TrackerCallback the exception (or the value) of its trial, and
+# when an exception escapes ``optimize`` the TrackerCallbacks record the trials Optuna
+# called no callback for. With no TrackerCallback among the callbacks it changes nothing.
+
+
+def _watched(
+    func: Callable[..., Any], callbacks: tuple[TrackerCallback, ...]
+) -> Callable[..., Any]:
+    def objective(trial: optuna.Trial) -> Any:
+        outer = getattr(_watching, "callbacks", ())
+        _watching.callbacks = (*outer, *callbacks)
+        try:
+            value = func(trial)
+        except optuna.TrialPruned:
+            raise
+        except BaseException as exc:
+            for cb in callbacks:
+                cb._note_failure(trial.study, trial.number, exc)
+            raise
+        finally:
+            _watching.callbacks = outer
+        for cb in callbacks:
+            cb._note_returned(trial.study, trial.number, value)
+        return value
+
+    return objective
+
+
+def _watch_optimize() -> None:
+    study_class = optuna.study.Study
+    original = study_class.optimize
+    if getattr(original, "_tracker_watched", False):
+        return
+    try:
+        signature = inspect.signature(original)
+    except (TypeError, ValueError):  # pragma: no cover - depends on the Optuna release
+        return
+    if not {"func", "callbacks"} <= set(signature.parameters):  # pragma: no cover
+        return  # an Optuna this was not written for: ``track`` still works
+
+    @functools.wraps(original)
+    def optimize(self: optuna.Study, *args: Any, **kwargs: Any) -> Any:
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError:
+            return original(self, *args, **kwargs)  # Optuna's own error
+        callbacks = bound.arguments.get("callbacks")
+        if callbacks is not None and not isinstance(callbacks, list | tuple):
+            callbacks = bound.arguments["callbacks"] = list(callbacks)  # an iterator, once
+        ours = tuple(cb for cb in callbacks or () if isinstance(cb, TrackerCallback))
+        if not ours or not callable(bound.arguments.get("func")):
+            return original(*bound.args, **bound.kwargs)
+        bound.arguments["func"] = _watched(bound.arguments["func"], ours)
+        try:
+            return original(*bound.args, **bound.kwargs)
+        except BaseException:
+            for cb in ours:
+                try:
+                    cb._finish_unreported(self)
+                except Exception as exc:  # noqa: BLE001 - never hide the exception escaping
+                    warnings.warn(
+                        f"tracker: recording the trials of study {self.study_name!r} after "
+                        f"an exception escaped optimize failed: {exc!r}",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+            raise
+
+    optimize._tracker_watched = True  # type: ignore[attr-defined]
+    study_class.optimize = optimize  # type: ignore[method-assign]
+
+
+_watch_optimize()

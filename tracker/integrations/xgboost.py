@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping
+from types import FrameType
 from typing import Any
 
 try:
     import xgboost
     from xgboost import collective
-    from xgboost.callback import TrainingCallback
+    from xgboost.callback import CallbackContainer, EarlyStopping, TrainingCallback
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "tracker.integrations.xgboost needs XGBoost: pip install 'tracker-dl[xgboost]'"
@@ -44,12 +46,24 @@ _PARAM_SECTIONS = ("generic_param", "learner_train_param", "learner_model_param"
 class TrackerCallback(TrainingCallback):
     """Log an XGBoost training to a tracker run.
 
-    Records when training starts the booster's parameters (``config/params/...``) and the
-    XGBoost version (``config/framework/xgboost_version``); each iteration's metric for
-    each eval set at the boosting round, as ``<eval set>/<metric>``; at the end the best
-    round and score (``best/iteration``, ``best/score``, ``best/metric``), feature
-    importance by gain and weight (``importance/gain/<feature>``), and with
-    ``save_model="model.json"`` the model saved there and tracked as ``model/file``.
+    Records when training starts the booster's parameters (``config/params/...``), the
+    rounds asked for (``config/num_boost_round``: ``xgboost.train``'s argument, an
+    estimator's ``n_estimators``), early stopping's patience when it is on
+    (``config/early_stopping_rounds``), ``xgboost.cv``'s ``config/nfold`` and the XGBoost
+    version (``config/framework/xgboost_version``); each iteration's metric for each eval
+    set at the boosting round, as ``<eval set>/<metric>`` (under ``xgboost.cv`` the mean
+    over the folds, and their standard deviation as ``<eval set>/<metric>_std``); at the
+    end the best round and score (``best/iteration``, ``best/score``, ``best/metric``,
+    ``best/std`` under ``xgboost.cv``), the rounds the model has
+    (``model/num_boosted_rounds``), feature importance by gain and weight
+    (``importance/gain/<feature>``), and with ``save_model="model.json"`` the model saved
+    there and tracked as ``model/file``.
+
+    The best round is a round of the model (what ``iteration_range`` takes), picked over
+    all the model's rounds this callback saw, by early stopping's metric and direction
+    (else the last eval set's last metric): after a continued training, a round of an
+    earlier training stays the best unless a new round beats it, and the rounds a
+    continuation from an earlier checkpoint replaced no longer count.
 
     The first argument is an open ``Run`` (never closed here) or a project name;
     ``run=`` and ``project=`` say the same by keyword, and other keyword arguments go to
@@ -102,6 +116,11 @@ class TrackerCallback(TrainingCallback):
         self._last_epoch = -1  # XGBoost's iteration number of the last one logged
         self._start_round = 0  # rounds the booster had when this training started
         self._base = 0  # the step of the model's round 0 in the run
+        # "<eval set>/<metric>" (and its "_std" under cv) -> the model's round -> score,
+        # over the rounds of the model's trainings through this callback.
+        self._history: dict[str, dict[int, float]] = {}
+        self._stopper: Any = None  # this training's EarlyStopping callback, if any
+        self._prior_best: tuple[int, float] | None = None  # of a booster trained elsewhere
 
     def _new_runs(self) -> TrainingRuns:
         # Only rank 0 opens a run, as this process's own: XGBoost reduced the scores.
@@ -114,7 +133,9 @@ class TrackerCallback(TrainingCallback):
         # run, or opens runs of its own: copies may fit at the same time (cross-validation
         # with threads), so they share no training state.
         new = self.__class__.__new__(self.__class__)
-        new.__dict__.update(self.__dict__, run=None, _evals_log={}, _logged=0)
+        new.__dict__.update(
+            self.__dict__, run=None, _evals_log={}, _logged=0, _history={}, _stopper=None
+        )
         new._runs = new._new_runs()
         return new
 
@@ -126,6 +147,7 @@ class TrackerCallback(TrainingCallback):
             )
         state = self.__dict__.copy()
         state["run"] = None
+        state["_stopper"] = None
         state["_runs"] = self._new_runs()  # an open run cannot travel either
         return state
 
@@ -160,10 +182,48 @@ class TrackerCallback(TrainingCallback):
             self.run = self._runs.start()
             base = self._runs.offset
         self._base, self._start_round = base, rounds
-        if isinstance(model, xgboost.Booster):
-            record_config(self.run, _booster_params(model), under="params")
+        self._remember_history(model, rounds)
+        # XGBoost hands a callback neither its fellow callbacks nor train's arguments:
+        # both are read from the calls that run this hook (xgboost.train/cv, and the
+        # CallbackContainer they made).
+        callbacks, arguments = _training_call(self)
+        stoppers = [cb for cb in callbacks if isinstance(cb, EarlyStopping)]
+        self._stopper = stoppers[0] if stoppers else None
+        booster = _first_booster(model)
+        if booster is not None:
+            record_config(self.run, _booster_params(booster), under="params")
+        asked: dict[str, Any] = {
+            k: arguments[k] for k in ("num_boost_round", "nfold") if arguments.get(k) is not None
+        }
+        patience = getattr(self._stopper, "rounds", None) or arguments.get("early_stopping_rounds")
+        if patience:
+            asked["early_stopping_rounds"] = patience
+        elif rounds > 0:
+            asked["early_stopping_rounds"] = None  # not the earlier training's patience
+        record_config(self.run, asked)
         record_frameworks(self.run, "xgboost")
         return model
+
+    def _remember_history(self, model: Any, rounds: int) -> None:
+        """Keep the scores of the model's earlier rounds: all the rounds of a fresh
+        training are new; a continuation keeps those before the booster's last round (a
+        checkpoint replaces the rounds after it)."""
+        self._prior_best = None
+        if rounds == 0:
+            self._history = {}
+            return
+        self._history = {
+            path: {r: s for r, s in scores.items() if r < rounds}
+            for path, scores in self._history.items()
+        }
+        if not any(self._history.values()):
+            # A booster trained elsewhere: its early stopping's pick, if it made one.
+            try:
+                iteration, score = model.attr("best_iteration"), model.attr("best_score")
+                if iteration is not None and score is not None and int(iteration) < rounds:
+                    self._prior_best = (int(iteration), float(score))
+            except (AttributeError, ValueError, xgboost.core.XGBoostError):
+                pass
 
     def after_iteration(self, model: Any, epoch: int, evals_log: Mapping[str, Any]) -> bool:
         if self.run is not None:
@@ -180,13 +240,19 @@ class TrackerCallback(TrainingCallback):
         assert self.run is not None
         n = _length(self._evals_log)
         for i in range(self._logged, n):
-            data = {
-                f"{eval_name}/{metric}": _score(scores[i])
-                for eval_name, metrics in self._evals_log.items()
-                for metric, scores in metrics.items()
-                if i < len(scores)
-            }
-            self.run.log(data, step=self._step(last_epoch - (n - 1 - i)))
+            epoch = last_epoch - (n - 1 - i)
+            data: dict[str, float] = {}
+            for eval_name, metrics in self._evals_log.items():
+                for metric, scores in metrics.items():
+                    if i >= len(scores):
+                        continue
+                    path = f"{eval_name}/{metric}"
+                    data[path] = _score(scores[i])
+                    if isinstance(scores[i], tuple) and len(scores[i]) > 1:
+                        data[f"{path}_std"] = float(scores[i][1])  # xgboost.cv: (mean, std)
+            for path, value in data.items():
+                self._history.setdefault(path, {})[self._start_round + epoch] = value
+            self.run.log(data, step=self._step(epoch))
         self._logged, self._last_epoch = n, last_epoch
 
     def after_training(self, model: Any) -> Any:
@@ -198,8 +264,12 @@ class TrackerCallback(TrainingCallback):
         self._log_new(self._last_epoch + n - self._logged)
         run, self.run = self.run, None
         best = self._best(model)
+        self._stopper = None
         if best is not None:
             run["best"] = best
+        total = _boosted_rounds(model)
+        if isinstance(model, xgboost.Booster) and total:
+            run["model/num_boosted_rounds"] = total
         if isinstance(model, xgboost.Booster):
             if self._importance:
                 for kind in ("gain", "weight"):
@@ -216,32 +286,94 @@ class TrackerCallback(TrainingCallback):
         return model
 
     def _best(self, model: Any) -> dict[str, Any] | None:
-        """Best round and score: early stopping's if it ran, else from the history.
+        """The model's best round and its score, over every round of it this callback
+        saw (see the class docstring); early stopping's pick among this training's rounds.
 
         The round is the model's (what ``iteration_range`` takes), not the run's step.
         """
         if not self._evals_log:
             return None
-        # Like early stopping: the last eval set's last metric decides.
-        eval_name = list(self._evals_log)[-1]
-        metric = list(self._evals_log[eval_name])[-1]
-        scores = [_score(s) for s in self._evals_log[eval_name][metric]]
-        if not scores:
+        # Early stopping's data set and metric decide; by default, like it, the last eval
+        # set's last metric.
+        stopper = self._stopper
+        eval_name = getattr(stopper, "data", None) or list(self._evals_log)[-1]
+        metrics = self._evals_log.get(eval_name) or {}
+        metric = getattr(stopper, "metric_name", None) or (list(metrics)[-1] if metrics else None)
+        if metric is None:
             return None
-        attr = getattr(model, "attr", None)
-        stopped = attr("best_iteration") if attr is not None else None
-        # A continued booster keeps the attribute early stopping set in an earlier
-        # training; only one among this training's rounds is this training's.
-        if attr is not None and stopped is not None and int(stopped) >= self._start_round:
-            iteration = int(stopped)
-            score = float(attr("best_score"))
-        else:
+        path = f"{eval_name}/{metric}"
+        scores = self._history.get(path, {})
+        maximize = getattr(stopper, "maximize", None)
+        if maximize is None:
             maximize = metric.startswith(_MAXIMIZE) and metric != "mape"
-            pick = max if maximize else min
-            index = scores.index(pick(scores))
-            iteration = self._start_round + self._last_epoch - (len(scores) - 1 - index)
-            score = scores[index]
-        return {"iteration": iteration, "score": score, "metric": f"{eval_name}/{metric}"}
+
+        def better(a: float, b: float) -> bool:
+            return a > b if maximize else a < b
+
+        def best_of(rounds: list[int]) -> tuple[int, float] | None:
+            found: tuple[int, float] | None = None
+            for r in sorted(rounds):  # the first of equal scores, as early stopping keeps
+                if found is None or better(scores[r], found[1]):
+                    found = (r, scores[r])
+            return found
+
+        earlier = best_of([r for r in scores if r < self._start_round]) or self._prior_best
+        latest = best_of([r for r in scores if r >= self._start_round])
+        attr = getattr(model, "attr", None)
+        if attr is not None:
+            stopped, stopped_score = attr("best_iteration"), attr("best_score")
+            # Set at one of this training's rounds, it is this training's early stopping's
+            # pick (which heeds min_delta); a lower one is an earlier training's, stale.
+            if stopped is not None and stopped_score is not None:
+                if int(stopped) >= self._start_round:
+                    latest = (int(stopped), float(stopped_score))
+        if latest is None or (earlier is not None and not better(latest[1], earlier[1])):
+            best = earlier
+        else:
+            best = latest
+        if best is None:
+            return None
+        out: dict[str, Any] = {"iteration": best[0], "score": best[1], "metric": path}
+        std = self._history.get(f"{path}_std", {}).get(best[0])
+        if std is not None:
+            out["std"] = std
+        return out
+
+
+def _training_call(callback: Any, depth: int = 8) -> tuple[list[Any], dict[str, Any]]:
+    """The callbacks of the ``CallbackContainer`` running ``callback``'s hook, and the
+    arguments of the ``xgboost.train``/``xgboost.cv`` call that runs it (both empty when
+    the hook is called some other way)."""
+    callbacks: list[Any] = []
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(depth):
+        if frame is None:
+            break
+        names = frame.f_locals
+        owner = names.get("self")
+        if not callbacks and isinstance(owner, CallbackContainer):
+            found = list(getattr(owner, "callbacks", []))
+            if any(cb is callback for cb in found):
+                callbacks = found
+        code = frame.f_code
+        if (
+            code.co_name in ("train", "cv")
+            and frame.f_globals.get("__name__") == "xgboost.training"
+        ):
+            wanted = ("num_boost_round", "early_stopping_rounds", "nfold")
+            return callbacks, {k: names.get(k) for k in wanted if k in code.co_varnames}
+        frame = frame.f_back
+    return callbacks, {}
+
+
+def _first_booster(model: Any) -> Any:
+    """The booster whose parameters a training has: the model, or under ``xgboost.cv``
+    the first fold's."""
+    if isinstance(model, xgboost.Booster):
+        return model
+    folds = getattr(model, "cvfolds", None)
+    booster = getattr(folds[0], "bst", None) if folds else None
+    return booster if isinstance(booster, xgboost.Booster) else None
 
 
 def _boosted_rounds(model: Any) -> int:

@@ -1,10 +1,17 @@
 """A Hugging Face Trainer script for torchrun: tiny BERT from a config, synthetic data, no
 download. It never imports tracker with --report-to (the .pth hook registers it); with
---explicit it passes TrackerCallback itself. Store and project come from TRACKER_* vars."""
+--explicit it passes TrackerCallback itself. Store and project come from TRACKER_* vars.
+
+``--then evaluate predict`` runs those after ``train()``, as a script that reports test
+metrics does; every rank prints when its training ended (``TRAINED <rank> <time>``) and
+when the last of them returned (``FINISHED <rank> <time>``), so that the test can tell how
+long the process took to exit after them, and whether a callback still holds a run open
+(``OPEN_AFTER <rank> <bool>``)."""
 
 from __future__ import annotations
 
 import argparse
+import time
 
 import torch
 from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
@@ -28,6 +35,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--explicit", action="store_true")
+    parser.add_argument("--then", nargs="*", default=[], choices=["evaluate", "predict"])
     args = parser.parse_args()
     torch.manual_seed(0)
     config = BertConfig(
@@ -47,6 +55,7 @@ def main() -> None:
         args.out,
         max_steps=args.steps,
         per_device_train_batch_size=4,
+        per_device_eval_batch_size=8,
         logging_steps=1,
         save_strategy="no",
         report_to=[] if args.explicit else ["tracker"],
@@ -59,13 +68,26 @@ def main() -> None:
         model=BertForSequenceClassification(config),
         args=training_args,
         train_dataset=Tokens(),
+        eval_dataset=Tokens(),
         callbacks=callbacks,
     )
     trainer.train()
+    rank = trainer.args.process_index
+    print(f"TRAINED {rank} {time.time()}", flush=True)
+    for what in args.then:
+        if what == "evaluate":
+            metrics = trainer.evaluate()
+        else:
+            metrics = trainer.predict(Tokens()).metrics
+        print(f"METRICS {rank} {what} {sorted(metrics)}", flush=True)
     ours = [
         cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "TrackerCallback"
     ]
-    print(f"TRACKER_CALLBACKS {trainer.args.process_index} {len(ours)}", flush=True)
+    print(f"TRACKER_CALLBACKS {rank} {len(ours)}", flush=True)
+    if args.then:
+        # Whether a callback still holds a run open, left to the process's exit to close.
+        print(f"OPEN_AFTER {rank} {any(cb.run is not None for cb in ours)}", flush=True)
+    print(f"FINISHED {rank} {time.time()}", flush=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ __all__ = [
     "diagnose",
     "open_store",
     "resolve_store_path",
+    "store_kind",
 ]
 
 
@@ -34,11 +35,47 @@ def open_store(
     readonly: bool = False,
 ) -> Store:
     """The store at ``location``: created if missing (unless ``create=False``), or opened
-    read-only (``readonly=True``: never writes, see ``Store.for_writing``)."""
+    read-only (``readonly=True``: never writes, see ``Store.for_writing``).
+
+    ``postgresql://...`` is a team server's database (``postgres.py``), ``http(s)://...``
+    a team server (``http.py``), anything else a directory of the embedded store."""
+    kind = store_kind(location)
+    url = os.fspath(location) if location is not None else os.environ.get("TRACKER_STORE", "")
+    if kind == "postgresql":
+        from .postgres import PostgresStore
+
+        return PostgresStore(url, create=create, readonly=readonly)
+    if kind == "http":
+        from .http import HTTPStore
+
+        return HTTPStore(url, create=create, readonly=readonly)
     return SQLiteStore(location, create=create, readonly=readonly)
+
+
+def store_kind(location: str | os.PathLike[str] | None) -> str:
+    """ "postgresql", "http" or "directory": which store a location names (the default
+    location, $TRACKER_STORE, is read here when ``location`` is None)."""
+    if location is None:
+        location = os.environ.get("TRACKER_STORE") or ".tracker"
+    text = os.fspath(location)
+    if text.startswith(("postgresql://", "postgres://")):
+        return "postgresql"
+    if text.startswith(("http://", "https://")):
+        return "http"
+    return "directory"
 
 
 def diagnose(location: str | os.PathLike[str] | Path | None) -> tuple[list[Check], Store | None]:
     """The checks of the store itself (exists, intact, a schema this tracker reads), and
     the store opened read-only where they leave anything to check."""
+    if store_kind(location) == "http":
+        from .http import check_server
+
+        url = os.fspath(location) if location is not None else os.environ["TRACKER_STORE"]
+        return check_server(url)
+    if store_kind(location) == "postgresql":
+        from .postgres import check_postgres
+
+        url = os.fspath(location) if location is not None else os.environ["TRACKER_STORE"]
+        return check_postgres(url)
     return check_database(resolve_store_path(location))

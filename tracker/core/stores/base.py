@@ -97,6 +97,20 @@ class SeriesInfo(NamedTuple):
     last_value: Any
 
 
+class TokenRecord(NamedTuple):
+    """An API token of the team server, as a store keeps it: never the secret itself,
+    only ``secret_hash`` (SHA-256 hex of the secret part)."""
+
+    token_id: str
+    project: str
+    scope: str  # "read" or "write" (a write token reads its project too)
+    name: str | None
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    secret_hash: str
+
+
 class Chunk(NamedTuple):
     """One stored chunk of a series (see the module docstring for the format).
 
@@ -190,6 +204,38 @@ class Store(Protocol):
         journals are the caller's: ``JournalFiles``)."""
         ...
 
+    def reclaim_space(self) -> int:
+        """Give the space that deleted runs held back to the file system; return the
+        bytes freed. Raises ``StoreError`` if it cannot (the deletion itself stands)."""
+        ...
+
+    def reclaimable_bytes(self) -> int:
+        """Bytes of the database that deleted data left free, which ``reclaim_space``
+        would give back to the file system."""
+        ...
+
+    def disk_bytes(self) -> int:
+        """How many bytes the store's database files take on disk (journals aside)."""
+        ...
+
+    # -- team server tokens ------------------------------------------------------------------
+
+    def add_token(self, token: TokenRecord) -> None:
+        """Store a new API token (its ``token_id`` is new; StoreError if not)."""
+        ...
+
+    def token(self, token_id: str) -> TokenRecord | None:
+        """The token with this id, revoked or expired ones included; None if unknown."""
+        ...
+
+    def tokens(self, project: str | None = None) -> list[TokenRecord]:
+        """Every token (of ``project``), oldest first, revoked and expired ones included."""
+        ...
+
+    def revoke_token(self, token_id: str, now: float) -> bool:
+        """Mark the token revoked at ``now``; False if there is no such token."""
+        ...
+
     # -- reading -----------------------------------------------------------------------------
 
     def run(self, run_id: str) -> dict[str, Any] | None:
@@ -202,7 +248,7 @@ class Store(Protocol):
         project: str | None = None,
         tags: Iterable[str] = (),
         statuses: Iterable[str] = (),
-        config: Mapping[str, Any] | None = None,
+        config: Mapping[str, Iterable[tuple[str, Any]]] | None = None,
         created_before: float | None = None,
         id_prefix: str | None = None,
         parent_id: str | None = None,
@@ -210,10 +256,15 @@ class Store(Protocol):
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """Rows of the runs matching every filter given: of ``project``, having every tag
-        in ``tags``, in one of ``statuses``, whose fields equal ``config`` (flat paths,
-        ``config/...``), created before ``created_before``, whose id starts with
-        ``id_prefix`` (ASCII letters in either case), forked from ``parent_id``; ordered
-        by ``order`` (one of ``RUN_ORDERS``), at most ``limit``."""
+        in ``tags``, in one of ``statuses``, matching ``config``, created before
+        ``created_before``, whose id starts with ``id_prefix`` (ASCII letters in either
+        case), forked from ``parent_id``; ordered by ``order`` (one of ``RUN_ORDERS``),
+        at most ``limit``.
+
+        ``config`` maps a field path to the ``(kind, value)`` pairs it may hold, as
+        ``values.field_value`` gives them (``values.config_filter`` makes them): a run
+        matches when each path holds one of its pairs. Kinds int, float and bool compare
+        as numbers (1 matches 1.0), a float NaN matches a NaN, kind "none" any None."""
         ...
 
     def tags(self, run_id: str) -> list[str]:
@@ -222,10 +273,11 @@ class Store(Protocol):
 
     def fields(self, run_id: str, prefix: str | None = None) -> list[tuple[str, str, Any]]:
         """(path, kind, value) of every single value of the run (whose path starts with
-        ``prefix``), sorted by path. The value is as the "set" op carried it, but for
-        a file reference (kind "file": its info as JSON text), a bool (may come back
-        as 0/1) and a float NaN (may come back as None): ``values.decode_field``
-        turns each into what was assigned."""
+        ``prefix``), sorted by path. The value is as the "set" op carried it (a list,
+        kind "list", as its JSON text; kind "none" holds None), but for a file
+        reference (kind "file": its info as JSON text), a bool (may come back as 0/1)
+        and a float NaN (may come back as None): ``values.decode_field`` turns each
+        into what was assigned. A store holds any kind it is given, known or not."""
         ...
 
     def field(self, run_id: str, path: str) -> tuple[str, Any] | None:
@@ -378,10 +430,17 @@ def resolve_store_path(store: str | os.PathLike[str] | None) -> Path:
         store = os.environ.get("TRACKER_STORE") or ".tracker"
     text = os.fspath(store)
     if text.startswith(("http://", "https://")):
-        raise StoreError(
-            f"store {text!r} is a tracker server address; this version of tracker "
-            "supports the embedded store only (a directory path or file:// URI)"
-        )
+        # A team server: not a directory, but an address that reads (str, os.fspath) as
+        # its URL, so that messages name it and opening it again reaches the same server.
+        from .http import server_address
+
+        return server_address(text)
+    if text.startswith(("postgresql://", "postgres://")):
+        # A database: like a server's address, it reads as its URL (password and all, so
+        # that opening it again works; messages use the store's ``location``).
+        from .http import ServerAddress
+
+        return ServerAddress(text)
     if text.startswith("file://"):
         text = text[len("file://") :]
     elif "://" in text:

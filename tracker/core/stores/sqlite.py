@@ -25,6 +25,7 @@ This module and ``sqlite_apply.py`` (the applier) hold all of tracker's SQL.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sqlite3
 import threading
@@ -34,12 +35,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..errors import StoreError, TrackerError
 from .base import (
     RUN_COLUMNS,
     Check,
     Chunk,
     SeriesInfo,
+    TokenRecord,
     resolve_store_path,
     store_error,
 )
@@ -51,6 +55,24 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 3
 DB_NAME = "store.db"
 BUSY_TIMEOUT_S = 60.0
+
+
+def _last_point_time(conn: sqlite3.Connection, run_id: str) -> float | None:
+    """The latest timestamp among the last chunks of a run's series (None: no points)."""
+    rows = conn.execute(
+        "SELECT ts FROM chunks WHERE rowid IN (SELECT MAX(c.rowid) FROM chunks c "
+        "JOIN series s ON c.series_id = s.series_id WHERE s.run_id=? GROUP BY c.series_id)",
+        (run_id,),
+    )
+    last = None
+    for (blob,) in rows:
+        ts = np.frombuffer(blob, dtype=np.float64)
+        if len(ts):
+            top = float(np.nanmax(ts)) if not np.isnan(ts).all() else None
+            if top is not None and (last is None or top > last):
+                last = top
+    return last
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
@@ -117,7 +139,18 @@ CREATE TABLE IF NOT EXISTS applied(
     run_id TEXT NOT NULL, segment TEXT NOT NULL, offset INTEGER NOT NULL,
     PRIMARY KEY(run_id, segment)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tokens(
+    token_id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    name TEXT,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    revoked_at REAL,
+    secret_hash TEXT NOT NULL
+);
 """
+_TOKEN_COLUMNS = "token_id, project, scope, name, created_at, expires_at, revoked_at, secret_hash"
 
 
 # Schema 1 -> 2: chunks carry a CRC-32 of their three blobs (NULL in older rows, which
@@ -234,6 +267,7 @@ class SQLiteStore(JournalFiles):
         self.has_crc = True
         self.has_set_aside = True
         self.has_attempts = True
+        self.has_tokens = True
         self._writable: SQLiteStore | None = None
         self._local = threading.local()
         try:
@@ -434,6 +468,7 @@ class SQLiteStore(JournalFiles):
         self.has_crc = "crc" in columns
         self.has_set_aside = "set_aside" in tables
         self.has_attempts = "attempt" in columns and "attempts" in tables
+        self.has_tokens = "tokens" in tables
 
     # -- writing (the applier writes run data; these the rest) ----------------------------
 
@@ -451,10 +486,14 @@ class SQLiteStore(JournalFiles):
 
     def mark_crashed(self, run_id: str, now: float) -> None:
         with self.write() as conn:
+            row = conn.execute("SELECT heartbeat FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            # The heartbeat lags by up to its interval, and a writer kept busy by a full
+            # queue (or an offline run) may have written none: the last point's time is
+            # when the run was last seen alive too.
+            seen = [t for t in (row[0] if row else None, _last_point_time(conn, run_id)) if t]
             conn.execute(
-                "UPDATE runs SET status='crashed', ended_at=COALESCE(heartbeat, ?) "
-                "WHERE run_id=? AND status='running'",
-                (now, run_id),
+                "UPDATE runs SET status='crashed', ended_at=? WHERE run_id=? AND status='running'",
+                (max(seen) if seen else now, run_id),
             )
 
     def delete_runs(self, run_ids: list[str]) -> None:
@@ -469,6 +508,70 @@ class SQLiteStore(JournalFiles):
             )
             for table in ("series", "fields", "tags", "applied", "runs"):
                 c.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", run_ids)
+
+    # -- team server tokens (a store older than tokens has none) ---------------------------
+
+    def add_token(self, token: TokenRecord) -> None:
+        with self.write() as conn:
+            try:
+                conn.execute(
+                    f"INSERT INTO tokens({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    tuple(token),
+                )
+            except sqlite3.IntegrityError:
+                raise StoreError(f"a token with id {token.token_id!r} exists already") from None
+
+    def token(self, token_id: str) -> TokenRecord | None:
+        if not self.has_tokens:
+            return None
+        rows = self._read(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE token_id=?", (token_id,))
+        return TokenRecord(*rows[0]) if rows else None
+
+    def tokens(self, project: str | None = None) -> list[TokenRecord]:
+        if not self.has_tokens:
+            return []
+        sql = f"SELECT {_TOKEN_COLUMNS} FROM tokens"
+        args: tuple[Any, ...] = ()
+        if project is not None:
+            sql, args = sql + " WHERE project=?", (project,)
+        return [TokenRecord(*row) for row in self._read(sql + " ORDER BY created_at", args)]
+
+    def revoke_token(self, token_id: str, now: float) -> bool:
+        with self.write() as conn:
+            cur = conn.execute(
+                "UPDATE tokens SET revoked_at=COALESCE(revoked_at, ?) WHERE token_id=?",
+                (now, token_id),
+            )
+            return cur.rowcount > 0
+
+    def reclaim_space(self) -> int:
+        # Deleting rows leaves their pages free inside store.db; only VACUUM gives them
+        # back to the file system. It rewrites the file (needing up to its size free
+        # again) under the write lock, so it waits for a live writer's transactions.
+        before = self.disk_bytes()
+        conn = self.connection()
+        try:
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise store_error("compact", self.db_path, self.root, exc) from exc
+        return max(0, before - self.disk_bytes())
+
+    def reclaimable_bytes(self) -> int:
+        conn = self.connection()
+        try:
+            pages = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            size = conn.execute("PRAGMA page_size").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise store_error("read", self.db_path, self.root, exc) from exc
+        return int(pages) * int(size)
+
+    def disk_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                total += Path(f"{self.db_path}{suffix}").stat().st_size
+        return total
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -488,7 +591,7 @@ class SQLiteStore(JournalFiles):
         project: str | None = None,
         tags: Iterable[str] = (),
         statuses: Iterable[str] = (),
-        config: Mapping[str, Any] | None = None,
+        config: Mapping[str, Iterable[tuple[str, Any]]] | None = None,
         created_before: float | None = None,
         id_prefix: str | None = None,
         parent_id: str | None = None,
@@ -507,9 +610,15 @@ class SQLiteStore(JournalFiles):
         if statuses:
             where.append(f"status IN ({','.join('?' * len(statuses))})")
             args.extend(statuses)
-        for path, value in (config or {}).items():
-            where.append("run_id IN (SELECT run_id FROM fields WHERE path=? AND value=?)")
-            args.extend((path, value))
+        for path, wanted in (config or {}).items():
+            matches = [_field_match(kind, value) for kind, value in wanted]
+            where.append(
+                "run_id IN (SELECT run_id FROM fields WHERE path=? AND "
+                f"({' OR '.join(sql for sql, _ in matches) or '0'}))"
+            )
+            args.append(path)
+            for _, values in matches:
+                args.extend(values)
         if created_before is not None:
             where.append("created_at < ?")
             args.append(created_before)
@@ -641,6 +750,21 @@ _ORDERS = {
     "oldest": " ORDER BY created_at",
     "id": " ORDER BY run_id",
 }
+
+
+# Kinds whose values compare as numbers: a filter lr=1 finds lr=1.0, as 1 == 1.0.
+_NUMBER_KINDS = ("int", "float", "bool")
+
+
+def _field_match(kind: str, value: Any) -> tuple[str, list[Any]]:
+    """SQL (and its arguments) matching a field of ``kind`` holding ``value``."""
+    if kind == "none":
+        return "kind='none'", []
+    if kind in _NUMBER_KINDS:
+        if isinstance(value, float) and math.isnan(value):
+            return "kind='float' AND value IS NULL", []  # SQLite keeps a NaN REAL as NULL
+        return "kind IN ('int', 'float', 'bool') AND value=?", [value]
+    return "kind=? AND value=?", [kind, value]
 
 
 def _like_prefix(prefix: str) -> str:
