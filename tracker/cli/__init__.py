@@ -1,18 +1,26 @@
 """The ``tracker`` command: look at runs, export them, and keep a store healthy.
 
     tracker ls --project gpt-small --status finished
-    tracker show latest
-    tracker compare k3v9q2m1xa p7wq0s1c2d
+    tracker show latest --path 'train/*'
+    tracker compare k3v9q2m1xa ridge-sweep/trial-3 --json
     tracker export k3v9q2m1xa --format parquet --output run.parquet
     tracker gc --status failed,crashed --older-than 30d --dry-run
     tracker doctor
     tracker sync
+    tracker server --store /data/tracker --host 0.0.0.0
+    tracker token create --project gpt-small --scope write
+    tracker ui --store /data/tracker
 
-Every command takes ``--store PATH`` (default: $TRACKER_STORE, else ./.tracker). These
-modules parse and print; the work is done by the read API and the core (``lookup``,
-``export``, ``cleanup``, ``doctor``, ``replay``): ``runs.py`` holds ls, show and
-compare, ``export.py`` export, ``admin.py`` gc, doctor and sync, ``common.py`` what
-they share.
+Every command takes ``--store PATH`` (default: $TRACKER_STORE, else ./.tracker). A run
+is named by ``latest``, its id, a unique id prefix, or its name (``NAME`` or
+``PROJECT/NAME``) where only one run has it. ls, show and compare print tables fitted to
+the terminal (nothing is cut: docs/cli.md has the rule), or whole when piped, or with
+``--json`` one strict JSON document.
+
+These modules parse and print; the work is done by the read API and the core
+(``lookup``, ``export``, ``cleanup``, ``doctor``, ``replay``): ``runs.py`` holds ls,
+show and compare, ``export.py`` export, ``admin.py`` gc, doctor and sync, ``common.py``
+what they share (the table layout among it).
 
 No command prints a traceback for one bad run: a run that cannot be read, recovered or
 synced is reported in one line (its id and the error) and the command goes on with the
@@ -34,7 +42,7 @@ import click
 import tracker
 from tracker.core.errors import TrackerError
 
-from . import admin, export, runs
+from . import admin, export, runs, server, ui
 from .common import one_line, sparkline
 
 __all__ = ["main", "sparkline"]
@@ -92,5 +100,8 @@ for _command in (
     admin.gc_cmd,
     admin.doctor_cmd,
     admin.sync_cmd,
+    server.server_cmd,
+    server.token_group,
+    ui.ui_cmd,
 ):
     main.add_command(_command)
