@@ -138,18 +138,36 @@ class BatchApplier:
         self._segment = position[0] if position is not None else None
         staged = _Staged(self.series)
         self._new_attempts = {}
+        done = None
         try:
             with self._transaction() as tx:
-                self._apply_ops(tx, batch, staged)
                 if position is not None:
-                    self._record_position(tx, *position)
+                    # Under the store's write lock: another process (a second server on
+                    # one store) may have applied this very batch since ``applied``.
+                    done = self._applied_offset(tx, position[0])
+                if done is None or position is None or done < position[1]:
+                    done = None
+                    self._apply_ops(tx, batch, staged)
+                    if position is not None:
+                        self._record_position(tx, *position)
         except Exception as exc:
             self._new_attempts = {}
             if self.is_transient(exc):
                 raise
             return self._apply_each(batch, position)
+        if done is not None:
+            assert position is not None
+            self._new_attempts = {}
+            self._applied[position[0]] = max(done, self._applied.get(position[0], -1))
+            return 0
         self._committed(staged, position)
         return 0
+
+    def _applied_offset(self, tx: Any, segment: str) -> int | None:
+        """How far the store has applied ``segment`` of this run, read inside ``tx``;
+        None where a store does not check (its own transaction does, or one process
+        alone applies each run)."""
+        return None
 
     def _committed(self, staged: _Staged, position: tuple[str, int] | None) -> None:
         self.series.update(staged)

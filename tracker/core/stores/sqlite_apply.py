@@ -78,6 +78,12 @@ class SQLiteApplier(BatchApplier):
             raise
         tx.execute("RELEASE op")
 
+    def _applied_offset(self, tx: sqlite3.Connection, segment: str) -> int | None:
+        row = tx.execute(
+            "SELECT offset FROM applied WHERE run_id=? AND segment=?", (self.run_id, segment)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
     def _record_position(self, tx: sqlite3.Connection, segment: str, offset: int) -> None:
         tx.execute(
             "INSERT OR REPLACE INTO applied(run_id, segment, offset) VALUES(?,?,?)",
