@@ -92,7 +92,8 @@ def _sync(args: list[str]) -> subprocess.Popen[bytes]:
         [PYTHON, "-m", "tracker.cli", "sync", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=python_env(TRACKER_QUIET="1"),
+        # Small requests: the big run takes many, so a test can stop it in the middle.
+        env=python_env(TRACKER_QUIET="1", TRACKER_UPLOAD_BATCH_BYTES=str(256 * 1024)),
     )
 
 

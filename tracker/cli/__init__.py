@@ -42,7 +42,7 @@ import click
 import tracker
 from tracker.core.errors import TrackerError
 
-from . import admin, export, runs, server, ui
+from . import admin, export, importing, runs, server, ui
 from .common import one_line, sparkline
 
 __all__ = ["main", "sparkline"]
@@ -103,5 +103,6 @@ for _command in (
     server.server_cmd,
     server.token_group,
     ui.ui_cmd,
+    importing.import_group,
 ):
     main.add_command(_command)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -38,6 +39,9 @@ from .stores.base import Store
 # Journal bytes per request: small enough that an interrupted upload loses little and
 # the progress bar moves, well under the server's body limit.
 UPLOAD_BATCH_BYTES = 4 * 1024 * 1024
+# A run's journal is sent from where the server stands, so its batches may be cut
+# anywhere: $TRACKER_UPLOAD_BATCH_BYTES sets the cut (smaller for a slow link).
+BATCH_BYTES_ENV = "TRACKER_UPLOAD_BATCH_BYTES"
 # How long a batch that gets no answer is retried (a server restarting) before the run
 # is reported as failed (a rerun resumes it).
 RETRY_FOR_S = 60.0
@@ -150,7 +154,7 @@ def upload_runs(
     *,
     on_start: Callable[[int, int], None] | None = None,
     on_progress: Callable[[str, int], None] | None = None,
-    batch_bytes: int = UPLOAD_BATCH_BYTES,
+    batch_bytes: int | None = None,
     retry_for: float = RETRY_FOR_S,
 ) -> tuple[list[RunUpload], list[str]]:
     """Upload runs of ``local`` to ``remote`` (an ``HTTPStore`` opened for writing).
@@ -158,8 +162,17 @@ def upload_runs(
     ``on_start(runs, bytes)`` is called once with what is to be sent, ``on_progress(run
     id, bytes)`` after each batch. A batch that gets no answer is sent again for up to
     ``retry_for`` seconds (the server stores it once). Returns one ``RunUpload`` per
-    run and the problems found while choosing them.
+    run and the problems found while choosing them. ``batch_bytes`` (default
+    $TRACKER_UPLOAD_BATCH_BYTES, else 4 MiB) is how much journal goes in one request.
     """
+    if batch_bytes is None:
+        try:
+            batch_bytes = int(os.environ.get(BATCH_BYTES_ENV, "") or UPLOAD_BATCH_BYTES)
+        except ValueError:
+            raise ValueError(
+                f"${BATCH_BYTES_ENV}={os.environ[BATCH_BYTES_ENV]!r}: give a number of bytes"
+            ) from None
+        batch_bytes = max(1, batch_bytes)
     plans, problems = plan_uploads(local, run_ids, project)
     mine = getattr(remote, "project", None)
     jobs: list[tuple[_Plan, RunUpload, dict[str, int]]] = []
@@ -258,7 +271,8 @@ def _upload_one(
             if tail > 0 and on_progress is not None:
                 on_progress(plan.run_id, tail)  # a torn tail or header: nothing to send
     else:
-        for segment_name, end, batch, size in _synthesized(local, plan, batch_bytes):
+        # Always the same cut: a rerun recognises what it sent by these positions.
+        for segment_name, end, batch, size in _synthesized(local, plan, UPLOAD_BATCH_BYTES):
             if end <= offsets.get(segment_name, -1):
                 continue
             send(batch, (segment_name, end), size)
