@@ -115,15 +115,13 @@ def gc_cmd(
         else:
             console.print(f"kept {p['id']}: a writer opened it (or a fork child) meanwhile")
     console.print(f"deleted {len(deleted)} run(s)")
-    if deleted and not no_compact:
+    if deleted and not no_compact and st.reclaimable_bytes():
         _compact(st, console)
 
 
 def _compact(st: Store, console: Console) -> None:
     """Free the disk space of what was deleted; a failure leaves the deletion standing."""
     size = st.disk_bytes()
-    if not size:
-        return  # a server's store: its own host compacts it
     console.print(f"compacting {st.location} ({_mb(size)})...")
     try:
         freed = st.reclaim_space()

@@ -74,12 +74,10 @@ def columnize(queued: list[Any], rank: int = 0) -> list[Any]:
     return out
 
 
-def _has_text(group: list[Any]) -> bool:
-    # A text call is 4 long (ops.log_text_call); float calls, by far the most, are 3.
-    return any(len(call) != 3 for call in group)
-
-
 def _columns(calls: list[Any]) -> list[Any]:
+    # A text call is 4 long (ops.log_text_call); float calls, by far the most, are 3:
+    # looked at once per batch, then per group only where the batch holds text.
+    text = max(map(len, calls)) > 3
     datas = list(map(itemgetter(2), calls))
     first = list(datas[0])
     # (keys, the calls logging them, their positions in calls; None when all calls do)
@@ -104,7 +102,7 @@ def _columns(calls: list[Any]) -> list[Any]:
         steps = np.fromiter(map(itemgetter(0), group), dtype=np.int64, count=n)
         ts = np.fromiter(map(itemgetter(1), group), dtype=np.float64, count=n)
         order_b = None if order is None else np.array(order, dtype=np.int64).tobytes()
-        if _has_text(group):
+        if text and max(map(len, group)) > 3:
             rows = [list(d.values()) for d in map(itemgetter(2), group)]
             out.append((ops.ROWS, keys, steps.tolist(), ts.tolist(), rows, order))
             continue

@@ -388,7 +388,7 @@ class Run:
             # environment, integrations' hyperparameters): a secret-looking path masks
             # its value, and credentials inside any text are masked whatever the path,
             # text inside lists included. A masked number is stored as the mask text.
-            kind, stored = encode_field(_masked(path, plain))
+            kind, stored = encode_field(mask_field(path, plain))
             known = self._kinds.get(path)
             if known is not None and known != _FIELD:
                 raise _kind_error(path, known, _FIELD)
@@ -562,30 +562,6 @@ def _kind_error(path: str, known: str, new: str) -> TypeError:
     return TypeError(
         f"{path!r} already holds {what.get(known, known)}; it cannot also hold {what.get(new, new)}"
     )
-
-
-def _masked(path: str, value: Any) -> Any:
-    """``mask_field`` for a converted value, into lists: the strs in them, and the values
-    of dicts in them by their key (``[{"password": ...}]``)."""
-    masked = mask_field(path, value)
-    if type(masked) is not list:
-        return masked
-    return [_masked_item(path, item) for item in masked]
-
-
-def _masked_item(path: str, item: Any) -> Any:
-    if type(item) is str:
-        return mask_text(item)
-    if type(item) is list:
-        return [_masked_item(path, v) for v in item]
-    if type(item) is dict:
-        return {k: _masked_item_at(f"{path}/{k}", v) for k, v in item.items()}
-    return item
-
-
-def _masked_item_at(path: str, item: Any) -> Any:
-    masked = mask_field(path, item)
-    return masked if masked is not item else _masked_item(path, item)
 
 
 def _check_tags(tags: tuple[Any, ...]) -> list[str]:

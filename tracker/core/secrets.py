@@ -175,7 +175,8 @@ def mask_field(path: str, value: object) -> object:
     """Apply both rules to one value stored under ``path``.
 
     A secret-looking path masks any value (except None, booleans and ""); otherwise a
-    str goes through ``mask_text`` and anything else is returned as it is.
+    str goes through ``mask_text``, a list has its items masked under the same path
+    and a dict in it its values under ``path/key``; anything else is returned as it is.
 
     >>> mask_field("config/hub_token", "hf_abc"), mask_field("config/lr", 0.1)
     ('********', 0.1)
@@ -186,6 +187,10 @@ def mask_field(path: str, value: object) -> object:
         return MASK if _needs_mask(value) else value
     if isinstance(value, str):
         return mask_text(value)
+    if type(value) is list:  # a config list may hold text, or dicts with secret keys
+        return [mask_field(path, item) for item in value]
+    if type(value) is dict:
+        return {k: mask_field(f"{path}/{k}", v) for k, v in value.items()}
     return value
 
 

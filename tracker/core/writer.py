@@ -583,8 +583,7 @@ class Writer:
         with self._ship_lock:
             target = self._last_record
         failed_before = self._ship_failed
-        self._catch_up_to(target)
-        if self._ship_failed:
+        if not self._catch_up_to(target):
             return
         with self._ship_lock:
             if self._last_record == target:
@@ -595,7 +594,9 @@ class Writer:
             if not self._pending and not self._dropped_points:
                 self.error = None
 
-    def _catch_up_to(self, target: tuple[str, int] | None) -> None:
+    def _catch_up_to(self, target: tuple[str, int] | None) -> bool:
+        """Apply from the journal what the store lacks; whether it then holds ``target``
+        (a failure is recorded, and timed retries back off)."""
         try:
             replay_run(self.store, self.run_id, applier=self.applier)
             applied = self.store.applied_offsets(self.run_id).get(target[0], 0) if target else 0
@@ -604,16 +605,17 @@ class Writer:
             self._record_error("store", exc)
             self._retry_at = time.monotonic() + self._retry_delay
             self._retry_delay = min(self._retry_delay * 2, _MAX_RETRY_DELAY_S)
-            return
+            return False
         if target is not None and applied < target[1]:
             self._ship_failed = True
             self._record_error(
                 "store",
                 WriterError(f"the store applied {target[0]} up to byte {applied} of {target[1]}"),
             )
-            return
+            return False
         self._ship_failed = False
         self._retry_delay = self.flush_interval
+        return True
 
     def _wait_shipped(self, timeout: float | None) -> None:
         """flush(): wait while the shipper sends what was journaled (not while it fails:
@@ -635,25 +637,9 @@ class Writer:
 
     def _catch_up(self) -> None:
         """Apply from the journal what the store lacks, then check it reached the end."""
-        try:
-            replay_run(self.store, self.run_id, applier=self.applier)
-            last = self._last_record
-            applied = self.store.applied_offsets(self.run_id).get(last[0], 0) if last else 0
-        except Exception as exc:  # noqa: BLE001
-            self._record_error("store", exc)
-            self._retry_at = time.monotonic() + self._retry_delay
-            self._retry_delay = min(self._retry_delay * 2, _MAX_RETRY_DELAY_S)
-            return
-        self._retry_delay = self.flush_interval
-        last = self._last_record
-        if last is not None and applied < last[1]:
-            self._record_error(
-                "store",
-                WriterError(f"the store applied {last[0]} up to byte {applied} of {last[1]}"),
-            )
-            return
-        self._store_behind = False
-        log.warning("tracker: run %s: the store caught up with its journal", self.run_id)
+        if self._catch_up_to(self._last_record):
+            self._store_behind = False
+            log.warning("tracker: run %s: the store caught up with its journal", self.run_id)
 
     def _record_error(self, where: str, exc: BaseException) -> None:
         self.error = exc

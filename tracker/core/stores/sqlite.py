@@ -67,10 +67,9 @@ def _last_point_time(conn: sqlite3.Connection, run_id: str) -> float | None:
     last = None
     for (blob,) in rows:
         ts = np.frombuffer(blob, dtype=np.float64)
-        if len(ts):
-            top = float(np.nanmax(ts)) if not np.isnan(ts).all() else None
-            if top is not None and (last is None or top > last):
-                last = top
+        ts = ts[~np.isnan(ts)]
+        if len(ts) and (last is None or ts.max() > last):
+            last = float(ts.max())
     return last
 
 
