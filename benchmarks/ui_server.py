@@ -9,11 +9,12 @@ runs with config, tags and two metrics), then measures, each ``--repeat`` times,
 and p90:
 
 1. **chart, cold**: ``GET /api/ui/runs/<id>/values?path=train/loss&buckets=1000`` on a
-   fresh ``UI`` (no series kept in memory): read the 10 M points from SQLite (every chunk
-   checked against its CRC), keep them with their 65,536-bucket reduction, answer 1,000
-   buckets. The store's file is in the page cache (read once before).
-2. **chart, warm**: the same request again (the series kept: the live update, another
-   bucket count, a zoom), and a zoom to 10 % of the steps.
+   fresh ``UI`` (nothing kept in memory): read the series' chunk summaries (a few bytes
+   per 1,024 steps, each checked against its CRC) instead of its 10 M points, merge them
+   into block-aligned buckets. The store's file is in the page cache (read once before).
+2. **chart, warm**: the same request again (the summaries kept: the live update, another
+   bucket count), and a zoom to 10 % of the steps (1 M points: read from the chunks of
+   that range and bucketed point by point).
 3. **runs table**: ``GET /api/ui/runs?project=big&metrics=train/loss,val/acc``, the
    listing with tags, config and the last values, serialised to JSON.
 

@@ -23,6 +23,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TRACKER_STORE", str(tmp_path / "default-store"))
     monkeypatch.delenv("TRACKER_PROJECT", raising=False)
     monkeypatch.delenv("TRACKER_RUN_ID", raising=False)
+    # A developer's own webhook must never receive a test's NaN.
+    for name in ("TRACKER_ALERT_WEBHOOK", "TRACKER_ALERT_SECRET", "TRACKER_RANK_SILENT_AFTER"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def python_env(**extra: str) -> dict[str, str]:

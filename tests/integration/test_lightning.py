@@ -417,3 +417,33 @@ def test_a_write_after_fit_leaves_the_run_as_fit_left_it(tmp_path: Path, store: 
     assert r["config/later"].fetch() == 2
     assert len(r["val_loss"].fetch_values()) == 3
     assert [row["id"] for row in tracker.list_runs(store=store)] == [logger.version]
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+class DivergingModel(Model):
+    """Its loss turns NaN from step 2: what a too-high learning rate does."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        out = super().training_step(batch, batch_idx)
+        if self.global_step >= 2:
+            out["loss"] = out["loss"] * float("nan")
+            self.log("train_loss", out["loss"])
+        return out
+
+
+def test_a_loss_turning_nan_is_an_event_without_user_code(tmp_path: Path, store: str) -> None:
+    logger = TrackerLogger(project="lit", store=store)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _trainer(tmp_path, logger, max_steps=5, limit_train_batches=5).fit(DivergingModel())
+    events = tracker.read_run(logger.version, store=store).events(kind="nonfinite")
+    found = [(e["path"], e["step"], e["rank"]) for e in events]
+    # The loss turns NaN at step 2; the weights it updated make the next validation NaN.
+    assert sorted(found) == [
+        ("per_rank/train_loss", 2, 0),
+        ("train_loss", 2, 0),
+        ("val_loss", 3, 0),
+    ]
+    assert any("train_loss is NaN at step 2" in str(w.message) for w in caught)

@@ -555,3 +555,25 @@ def test_doctor_checks_a_server_by_its_address(server: ServerProcess) -> None:
     with token_env("trk_000000000000_" + "x" * 43):
         out = CliRunner().invoke(main, ["doctor", "--store", server.url])
     assert out.exit_code == 1 and "token" in out.output
+
+
+def test_events_reach_the_server_and_read_back_over_http(
+    server: ServerProcess, spool: Path
+) -> None:
+    token = make_token(server.store, "vision")
+    with token_env(token):
+        run = tracker.init_run("vision", store=server.url, system_metrics=False)
+        with pytest.warns(RuntimeWarning, match="train/loss is NaN at step 3"):
+            for i in range(6):
+                run.log({"train/loss": float("nan") if i == 3 else 1.0}, step=i)
+            run.flush()
+        run.alert("checked", level="info")
+        run.close()
+        found = tracker.read_run(run.id, store=server.url).events()
+        assert [(e["kind"], e["step"], e["rank"]) for e in found] == [
+            ("nonfinite", 3, 0),
+            ("alert", 5, 0),
+        ]
+        out = CliRunner().invoke(main, ["events", run.id, "--store", server.url, "--json"])
+        assert out.exit_code == 0, out.output
+        assert json.loads(out.stdout)["events"] == found

@@ -270,7 +270,11 @@ def test_export_json_is_strict_and_complete(store: str, tmp_path: Path) -> None:
         raise AssertionError(f"non-standard JSON constant {name}")
 
     doc = json.loads(out.stdout, parse_constant=refuse)
-    assert [p["value"] for p in doc["runs"][0]["series"]] == ["NaN", "Infinity", 1.5]
+    series = doc["runs"][0]["series"]
+    assert [p["value"] for p in series if p["path"] == "x"] == ["NaN", "Infinity", 1.5]
+    # The NaN's event is exported with the run, as a point of sys/events.
+    (event,) = [json.loads(p["value"]) for p in series if p["path"] == "sys/events"]
+    assert (event["kind"], event["path"], event["step"]) == ("nonfinite", "x", 0)
 
     target = tmp_path / "base.json"
     _cli("export", ids["base"], "-o", str(target), "--store", store)  # format from the suffix

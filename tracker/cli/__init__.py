@@ -3,6 +3,7 @@
     tracker ls --project gpt-small --status finished
     tracker show latest --path 'train/*'
     tracker compare k3v9q2m1xa ridge-sweep/trial-3 --json
+    tracker events latest --level warning
     tracker export k3v9q2m1xa --format parquet --output run.parquet
     tracker gc --status failed,crashed --older-than 30d --dry-run
     tracker doctor
@@ -42,7 +43,7 @@ import click
 import tracker
 from tracker.core.errors import TrackerError
 
-from . import admin, export, importing, runs, server, ui
+from . import admin, events, export, importing, runs, server, ui
 from .common import one_line, sparkline
 
 __all__ = ["main", "sparkline"]
@@ -96,6 +97,7 @@ for _command in (
     runs.ls_cmd,
     runs.show_cmd,
     runs.compare_cmd,
+    events.events_cmd,
     export.export_cmd,
     admin.gc_cmd,
     admin.doctor_cmd,

@@ -13,6 +13,7 @@ from rich.text import Text
 
 import tracker
 from tracker.core.errors import TrackerError
+from tracker.core.events import EVENTS_PATH
 from tracker.core.lookup import resolve_run_id, run_info
 from tracker.core.paths import flatten
 from tracker.core.reader import RunReader
@@ -254,7 +255,13 @@ def show_cmd(
     info = run_info(st, run_id)
 
     fields = r.fields()
-    keys = [k for k in r.series_keys() if k[0] not in fields and _matches(k[0], patterns)]
+    # Events have a line of their own (and `tracker events`); their series is shown only
+    # when --path asks for it.
+    keys = [
+        k
+        for k in r.series_keys()
+        if k[0] not in fields and _matches(k[0], patterns) and (patterns or k[0] != EVENTS_PATH)
+    ]
     fields = {p: v for p, v in fields.items() if _matches(p, patterns)}
     stats = [(p, k, s) for p, k in keys if (s := _series_stats(r, p, k, width)) is not None]
     problems = [f"series {p!r} rank {k}: {s['error']}" for p, k, s in stats if "error" in s]
@@ -291,6 +298,13 @@ def show_cmd(
     if info["children"]:
         head.add_row("forks", ", ".join(info["children"]))
     head.add_row("tags", Text(", ".join(r.tags) or common.MISSING))
+    events = r.events()
+    if events:
+        kinds: dict[str, int] = {}
+        for e in events:
+            kinds[str(e.get("kind"))] = kinds.get(str(e.get("kind")), 0) + 1
+        counts = ", ".join(f"{k} {n}" for k, n in kinds.items())
+        head.add_row("events", Text(f"{len(events)} ({counts}): `tracker events {run_id}`"))
     if info["error"]:
         error = info["error"].strip().splitlines()[-1]
         head.add_row("error", Text(common.value_text(error, full, limit)))

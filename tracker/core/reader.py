@@ -23,7 +23,16 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from . import frames
-from .downsample import Buckets, bucketize
+from .downsample import (
+    BLOCK,
+    Blocks,
+    Buckets,
+    bucketize,
+    decode_summary,
+    merge_blocks,
+    summarize,
+    take_blocks,
+)
 from .errors import CorruptDataError, RunNotFoundError, StoreError, one_line
 from .paths import check_path, unflatten
 from .replay import recover_if_possible, recover_stale
@@ -331,6 +340,48 @@ class RunReader:
             keys.update((s.path, s.rank) for s in self._store.series_list(rid))
         return sorted(keys)
 
+    def events(
+        self, kind: str | Iterable[str] | None = None, level: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The run's events, oldest first: NaN/inf values, spikes and thresholds of
+        ``Run.watch`` rules, silent ranks and runs, and ``Run.alert`` calls.
+
+        Each is a dict with ``kind``, ``path``, ``step``, ``rank``, ``level``, ``message``
+        and ``time`` (Unix seconds), and what the kind adds (``value``, ``host``, ...).
+        ``kind`` and ``level`` filter (``level="warning"`` keeps warnings and errors).
+
+        Example::
+
+            for e in tracker.read_run(run_id).events(kind="nonfinite"):
+                print(e["path"], e["step"], e["rank"])
+        """
+        from . import events as ev
+
+        kinds = {kind} if isinstance(kind, str) else None if kind is None else set(kind)
+        if level is not None and level not in ev.LEVELS:
+            raise ValueError(f"events(level={level!r}): use one of {', '.join(ev.LEVELS)}")
+        floor = ev.LEVELS.index(level) if level is not None else 0
+        found: list[dict[str, Any]] = []
+        for path, rank in self.series_keys():
+            if path != ev.EVENTS_PATH:
+                continue
+            # A rewind hides the points it superseded; the events that came with them
+            # still happened, so they are kept.
+            series = self._series(path, rank, include_superseded=True)
+            if series is None:
+                continue
+            for text in series.value.tolist():
+                event = ev.decode(text)
+                if event is None:
+                    continue
+                if kinds is not None and event.get("kind") not in kinds:
+                    continue
+                if level is not None and _level_rank(event.get("level")) < floor:
+                    continue
+                found.append(event)
+        found.sort(key=lambda e: (float(e.get("time") or 0.0), e.get("step") or 0))
+        return found
+
     # -- series ---------------------------------------------------------------------------
 
     def _attempts(self, rid: str) -> dict[Any, tuple[int, int | None]]:
@@ -416,6 +467,133 @@ class RunReader:
                 keep = np.concatenate(([True], change))
             steps, vals, ts = steps[keep], vals[keep], ts[keep]
         return SeriesValues(steps, vals, ts)
+
+    def _pieces(
+        self, path: str, rank: int, start: int | None, end: int | None, summaries: bool
+    ) -> list[tuple[tuple[int, int, Any], Any]] | None:
+        """The float series' pieces in steps ``start``..``end`` (inclusive; None: open),
+        in write order: each a chunk's ``Blocks`` (``summaries``, where it has a usable
+        one) or its points (steps, values), superseded points and those past a fork
+        step left out, as ``_series`` does. None where the store lists no chunk
+        summaries, or the series holds no floats; [] where it has no points there.
+
+        A summary counts only whole: a chunk cut by a rewind or a fork step, or that
+        reaches into a block only part of which is in the range, is read as points."""
+        st = self._store
+        listing = getattr(st, "chunk_summaries", None)
+        if listing is None:
+            return None
+        rewinds_apply = not path.startswith("sys/")
+        edges = set()
+        if start is not None and start % BLOCK:
+            edges.add(start // BLOCK)
+        if end is not None and (end + 1) % BLOCK:
+            edges.add(end // BLOCK)
+        lo_block = None if start is None else start // BLOCK
+        hi_block = None if end is None else end // BLOCK
+        found_any = False
+        pieces: list[tuple[tuple[int, int, Any], Any]] = []
+        to_read: list[tuple[int, str, int | None, Any]] = []
+        for pos, (rid, limit) in enumerate(reversed(self._lineage)):  # oldest first
+            found = listing(rid, path, rank, max_first_step=limit)
+            if found is None:
+                continue
+            found_any = True
+            kind, rows = found
+            if kind != "float":
+                return None
+            attempts = self._attempts(rid)
+            unknown = (len(attempts), None)
+            for cid, first, last, _n, attempt, blob in rows:
+                if (start is not None and last < start) or (end is not None and first > end):
+                    continue
+                if blob is None or not summaries:
+                    to_read.append((pos, rid, limit, cid))
+                    continue
+                cut = attempts.get(attempt, unknown)[1] if rewinds_apply else None
+                if limit is not None:
+                    cut = limit if cut is None else min(cut, limit)
+                if cut is not None and first > cut:
+                    continue  # every point of it superseded
+                whole = (cut is None or last <= cut) and not any(
+                    first // BLOCK <= e <= last // BLOCK for e in edges
+                )
+                blocks = decode_summary(blob) if whole else None
+                if blocks is None:
+                    to_read.append((pos, rid, limit, cid))
+                    continue
+                if lo_block is not None or hi_block is not None:
+                    inside = np.ones(len(blocks), bool)
+                    if lo_block is not None:
+                        inside &= blocks.block >= lo_block
+                    if hi_block is not None:
+                        inside &= blocks.block <= hi_block
+                    if not inside.all():
+                        blocks = take_blocks(blocks, inside)
+                pieces.append(((pos, attempts.get(attempt, unknown)[0], cid), blocks))
+        if not found_any:
+            return None
+        by_run: dict[str, list[tuple[int, int | None, Any]]] = {}
+        for pos, rid, limit, cid in to_read:
+            by_run.setdefault(rid, []).append((pos, limit, cid))
+        for rid, wanted in by_run.items():
+            pos, limit = wanted[0][0], wanted[0][1]
+            attempts = self._attempts(rid)
+            unknown = (len(attempts), None)
+            for chunk, n, steps_b, vals_b, ts_b, crc_value, chunk_attempt in st.chunks_by_id(  # type: ignore[attr-defined]
+                [cid for _p, _l, cid in wanted]
+            ):
+                if _VERIFY_CHUNKS:
+                    problem = chunk_problem("float", n, steps_b, vals_b, ts_b, crc_value)
+                    if problem is not None:
+                        raise self._corrupt(rid, path, rank, chunk, problem)
+                steps = np.frombuffer(steps_b, dtype=np.int64)
+                vals = np.frombuffer(vals_b, dtype=np.float64)
+                cut = attempts.get(chunk_attempt, unknown)[1] if rewinds_apply else None
+                if limit is not None:
+                    cut = limit if cut is None else min(cut, limit)
+                high = end if cut is None else (cut if end is None else min(cut, end))
+                keep: np.ndarray | None = None
+                if high is not None:
+                    keep = steps <= high
+                if start is not None:
+                    keep = steps >= start if keep is None else keep & (steps >= start)
+                if keep is not None and not keep.all():
+                    steps, vals = steps[keep], vals[keep]
+                key = (pos, attempts.get(chunk_attempt, unknown)[0], chunk)
+                pieces.append((key, (steps, vals)))
+        pieces.sort(key=lambda p: p[0])
+        return pieces
+
+    def _blocks(
+        self, path: str, rank: int, start: int | None = None, end: int | None = None
+    ) -> Blocks | None:
+        """The series' points in steps ``start``..``end`` summarized per block of
+        ``downsample.BLOCK`` steps, from the stored chunk summaries where they serve:
+        exactly ``downsample.summarize`` of what ``fetch_values(rank=rank)`` returns
+        there. None where the store keeps no summaries or the series is not of floats."""
+        pieces = self._pieces(path, rank, start, end, summaries=True)
+        if pieces is None:
+            return None
+        return merge_blocks([p if isinstance(p, Blocks) else summarize(*p) for _key, p in pieces])
+
+    def _points_in(
+        self, path: str, rank: int, start: int | None, end: int | None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The float series' (steps, values) in steps ``start``..``end``, sorted by step
+        then write order, reading only the chunks that reach into the range; None as
+        ``_pieces``."""
+        pieces = self._pieces(path, rank, start, end, summaries=False)
+        if pieces is None:
+            return None
+        if not pieces:
+            return np.empty(0, np.int64), np.empty(0, np.float64)
+        steps = np.concatenate([p[0] for _k, p in pieces])
+        vals = np.concatenate([p[1] for _k, p in pieces])
+        if len(steps) > 1 and not bool((steps[1:] >= steps[:-1]).all()):
+            order = np.argsort(steps, kind="stable")
+            steps, vals = steps[order], vals[order]
+        return steps, vals
 
     def _corrupt(
         self, rid: str, path: str, rank: int, chunk: int, problem: str
@@ -638,3 +816,9 @@ def _config(st: Store, rid: str) -> dict[str, Any]:
             node = nxt
         node[parts[-1]] = decode_field(kind, value)
     return cfg
+
+
+def _level_rank(level: Any) -> int:
+    from .events import LEVELS
+
+    return LEVELS.index(level) if level in LEVELS else 0

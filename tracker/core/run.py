@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from . import events as _events
 from . import lifecycle, ops
 from .files import describe
 from .paths import as_mapping, check_path, flatten
@@ -407,6 +408,82 @@ class Run:
         self._kinds[path] = FILE
         self._enqueue(ops.file_ref(path, info))
         return info
+
+    # -- events -----------------------------------------------------------------------------
+
+    def alert(self, title: str, text: str = "", level: str = "warning") -> None:
+        """Record an event of your own; it is stored in the run (``tracker events RUN``)
+        and, with ``TRACKER_ALERT_WEBHOOK`` set, posted to that webhook.
+
+        Example::
+
+            if val_acc < 0.5 and epoch > 10:
+                run.alert("accuracy stuck", f"val_acc={val_acc:.3f} at epoch {epoch}",
+                          level="warning")
+        """
+        if type(title) is not str or not title.strip():
+            raise ValueError(f"alert: title must be a non-empty str, got {title!r}")
+        if type(text) is not str:
+            raise TypeError(f"alert({title!r}): text must be a str, got {type(text).__name__}")
+        if level not in _events.LEVELS:
+            raise ValueError(
+                f"alert({title!r}): level must be one of {', '.join(_events.LEVELS)}, got {level!r}"
+            )
+        last = self._next_step() - 1
+        title, text = mask_text(title), mask_text(text)
+        message = f"{title}: {text}" if text else title
+        event = _events.make_event(
+            "alert",
+            step=last if last >= 0 else None,
+            rank=self.rank,
+            level=level,
+            message=message,
+            title=title,
+            text=text,
+        )
+        self._enqueue(_events.queued_event(event))
+
+    def watch(
+        self,
+        path: str,
+        *,
+        nonfinite: bool = True,
+        zscore: float | None = None,
+        window: int = 200,
+        above: float | None = None,
+        below: float | None = None,
+        cooldown: float = 600,
+    ) -> None:
+        """Watch the series ``path`` on every rank; what fires becomes an event.
+
+        ``zscore``: a point further than this many standard deviations from the
+        ``window`` points before it is a spike. ``above``/``below``: a threshold.
+        ``nonfinite=False`` silences the NaN/inf event that every series has by default.
+        Each rule fires at most once per ``cooldown`` seconds (of the points' timestamps)
+        per series (path and rank). Checking runs on the writer, never on this thread.
+
+        Example::
+
+            run.watch("train/loss", zscore=6, window=200)
+            run.watch("gpu/temp", above=85, cooldown=300)
+        """
+        from .watch import check_rule
+
+        rule = check_rule(
+            check_path(path),
+            nonfinite=nonfinite,
+            zscore=zscore,
+            window=window,
+            above=above,
+            below=below,
+            cooldown=cooldown,
+        )
+        # The writer of the run watches every rank's points; a non-writer rank (and a
+        # disabled run) has no watcher, and the same script's call on the writer rank
+        # registers the rule there.
+        watcher = getattr(self._writer, "watcher", None)
+        if watcher is not None:
+            watcher.add_rule(rule)
 
     # -- tags -----------------------------------------------------------------------------
 

@@ -135,6 +135,9 @@ def open_run(
         flush_interval=flush_interval,
     )
     writer.series_last.update(series_last)
+    writer.run_info.update(
+        project=project, name=name if name is not None else (existing or {}).get("name")
+    )
     run = run_class(
         run_id=run_id,
         project=project,

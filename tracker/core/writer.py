@@ -22,6 +22,10 @@ What it guarantees when things go wrong:
 - **A store that cannot be written**: the journal holds every record; the store catches
   up from it once it can (a replay from the offsets the store has applied), and the
   catch-up is checked against the journal's end before the run counts as up to date.
+
+It also watches what it writes (``watch.py``): a batch's NaN/inf values, the user's
+rules and a run gone silent become events, journaled in the same record as the points
+that caused them and handed to the webhook (``alerts.py``) when one is configured.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from . import alerts
+from . import events as ev
 from .batch import columnize, count_points, group_order, group_steps
 from .errors import WriterError, say_loudly
 from .journal import JournalWriter
@@ -45,6 +51,7 @@ from .ops import LOGS
 from .replay import replay_run
 from .run import warn_lower_step
 from .stores.base import Store
+from .watch import Watcher
 
 log = logging.getLogger("tracker")
 
@@ -64,6 +71,8 @@ _SHARE_OF_INTERVAL = 0.25
 _INITIAL_MAX_QUEUE = 100_000
 # The longest wait between two catch-up attempts while the store lags its journal.
 _MAX_RETRY_DELAY_S = 10.0
+# Events that also become Python warnings, per run; the rest are only in the run.
+_MAX_EVENT_WARNINGS = 20
 
 
 def _first_drop(steps: Any, last: int | None) -> tuple[int, int]:
@@ -140,6 +149,12 @@ class Writer:
         self.waits: collections.deque[float] = collections.deque(maxlen=100_000)
         self._errors: dict[str, int] = {}
         self.error: BaseException | None = None
+        # Watching costs one vectorised sum per column group; TRACKER_WATCH=0 turns the
+        # default NaN/inf watch off (for a benchmark's comparison, say).
+        self.watcher = Watcher(nonfinite=os.environ.get("TRACKER_WATCH", "1") != "0")
+        self.run_info: dict[str, Any] = {"id": run_id, "project": None, "name": None}
+        self._notifier = alerts.notifier()
+        self._event_warnings = 0
         self._last_fsync = time.monotonic()
         self._last_heartbeat = 0.0
         self._cv = threading.Condition()
@@ -274,6 +289,9 @@ class Writer:
             self._ship_wake.set()
             self._shipper.join(timeout)
         self._wait_for_store()
+        if self._notifier is not None:
+            # A NaN in the last steps is worth its alert: give delivery a few seconds.
+            self._notifier.drain(alerts.CLOSE_WAIT_S)
         try:
             self.journal.close()
         except OSError as exc:
@@ -341,6 +359,7 @@ class Writer:
             n = min(len(queue), CHUNK_OPS)
             ops = columnize([popleft() for _ in range(n)])
             if ops:
+                self._watch(ops)
                 self._note_steps(ops)
                 if self._pending:
                     self._hold(ops)  # keep the order: nothing overtakes what waits
@@ -362,6 +381,11 @@ class Writer:
                 self._sync_journal(durable=False)
                 time.sleep(0)  # let the training thread run between chunks
         now = time.monotonic()
+        silent = self.watcher.idle(now)
+        if silent:
+            # Stored with the next cycle's batch, like any event the training thread raises.
+            queue.extend(map(ev.queued_event, silent))
+            self._announce(silent)
         self._sync_journal(durable)
         if self._remote:
             self._ship_wake.set()  # the shipper sends and beats the heart: no network here
@@ -385,6 +409,31 @@ class Writer:
             and not self.journal.dirty
         ):
             self.error = None
+
+    def _watch(self, batch: list[Any]) -> None:
+        """Find events in ``batch``, add them to it, and announce every event it stores."""
+        found = self.watcher.scan(batch)
+        if found:
+            batch.append(ev.events_op(found))
+            self._announce(found)
+        if self._notifier is not None:
+            stored = ev.events_in(batch)  # the watcher's and the user's (run.alert), any rank
+            if stored:
+                self._notifier.submit(self.run_info, stored)
+
+    def _announce(self, found: list[dict[str, Any]]) -> None:
+        for event in found:
+            if self._event_warnings >= _MAX_EVENT_WARNINGS:
+                break
+            self._event_warnings += 1
+            tail = ""
+            if self._event_warnings == _MAX_EVENT_WARNINGS:
+                tail = "; further events are only in the run (`tracker events RUN`)"
+            warnings.warn(
+                f"tracker: run {self.run_id}: {event['message']}{tail}",
+                RuntimeWarning,
+                stacklevel=1,
+            )
 
     def _note_steps(self, batch: list[Any]) -> None:
         """Keep ``series_last`` up to date; warn once per series of a lower step.

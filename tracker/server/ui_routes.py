@@ -16,22 +16,28 @@ JSON (read-only)::
 
     GET /api/ui/runs?project=&metrics=a,b      every run: row, tags, config, last values
                                                (no metrics=: up to 3 chosen here)
+    GET /api/ui/runs-version?project=          a fingerprint the runs table polls
     GET /api/ui/runs/{id}                      a run's details
     GET /api/ui/runs/{id}/series?q=&limit=     series names (glob or substring)
     GET /api/ui/runs/{id}/values?path=&rank=&buckets=&start=&end=&aggregate=
+    GET /api/ui/runs/{id}/text?path=&rank=&q=&offset=&limit=   a text series, newest first
+    GET /api/ui/runs/{id}/events               its events (sys/events), for chart markers
     GET /api/ui/runs/{id}/ranks?path=&buckets=
     GET /api/ui/compare?runs=A,B
 
 Values are downsampled here, into buckets keeping each bucket's first, last, min, max,
 point count and NaN count (``downsample.bucketize``), over the step range asked
 (``start``/``end``, inclusive): a range holding at most ``buckets`` points comes back
-point by point. Recently read series are kept in memory (``SeriesCache``, keyed by the
-series' point count and last step, so a series that grows is read again).
+point by point. A series of more than ``RAW_LIMIT`` points is drawn from the store's
+chunk summaries (``Summarized``; block-aligned buckets, exact: docs/ui.md). Recently
+read series are kept in memory (``SeriesCache``, keyed by the series' point count and
+last step, so a series that grows is read again).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import math
 import re
@@ -47,7 +53,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from ..core.downsample import bucketize
+from ..core.downsample import Blocks, aligned_width, blocks_to_buckets, bucketize
 from ..core.errors import TrackerError
 from ..core.reader import STALE_HEARTBEAT_S, RunReader
 from ..core.stores import Store
@@ -60,6 +66,10 @@ MAX_SERIES_LISTED = 2_000
 # merged from; a step range holding at most RAW_LIMIT points is bucketed from its points.
 RAW_LIMIT = 1_000_000
 FINE_BUCKETS = 65_536
+# Events (a text series of JSON objects) live here; they are drawn as chart markers.
+EVENTS_PATH = "sys/events"
+MAX_EVENTS = 5_000
+MAX_TEXT_LISTED = 1_000
 # A running run's list of series is read again at most this often.
 SERIES_LIST_TTL_S = 5.0
 
@@ -293,6 +303,70 @@ def _bulk(store: Store, project: str | None, metrics: list[str] | None) -> Any:
     return None
 
 
+def remote_listing(
+    store: Store, project: str | None, metrics: list[str] | None
+) -> dict[str, Any] | None:
+    """A team server's runs table as its own UI lists it (``GET /api/ui/runs``: its bulk
+    listing, one request), for ``tracker ui --store http://...``; None for any other store,
+    or a server without the UI (older): the caller then lists run by run."""
+    if type(store).__name__ != "HTTPStore":
+        return None
+    query: dict[str, Any] = {"project": project}
+    if metrics is not None:
+        query["metrics"] = ",".join(metrics)
+    try:
+        _status, body = store.request("GET", "/ui/runs", query=query)  # type: ignore[attr-defined]
+        doc = json.loads(body)
+    except (TrackerError, ValueError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("runs"), list):
+        return None
+    doc["project"] = project
+    return doc
+
+
+def runs_version(store: Store, project: str | None) -> str:
+    """A short fingerprint of what the runs table of ``project`` shows: it changes when a
+    run is added, removed, changes status, beats, gets tags or config, or logs a point.
+    A few aggregate queries on a directory or PostgreSQL store; the runs' rows elsewhere."""
+    name = type(store).__name__
+    parts: list[Any]
+    if name in ("SQLiteStore", "PostgresStore"):
+        mark = "?" if name == "SQLiteStore" else "%s"
+        scope = "" if project is None else f" WHERE project={mark}"
+        args: tuple[Any, ...] = () if project is None else (project,)
+        runs_in = f"run_id IN (SELECT run_id FROM runs{scope})"
+        if name == "SQLiteStore":
+            conn = _sqlite_connection(store)
+
+            def read(sql: str) -> list[Any]:
+                return list(conn.execute(sql, args).fetchone())
+        else:
+            pg_read = getattr(store, "_read")  # noqa: B009 (the store's own retrying read)
+
+            def read(sql: str) -> list[Any]:
+                return list(pg_read(sql, args)[0])
+
+        parts = read(
+            "SELECT count(*), max(created_at), max(updated_at), max(ended_at), max(heartbeat) "
+            f"FROM runs{scope}"
+        )
+        parts += read(f"SELECT count(*) FROM tags WHERE {runs_in}")
+        parts += read(f"SELECT count(*) FROM fields WHERE {runs_in}")
+        parts += read(f"SELECT sum(count), count(*) FROM series WHERE rank=0 AND {runs_in}")
+    elif name == "HTTPStore":
+        try:
+            _status, body = store.request(  # type: ignore[attr-defined]
+                "GET", "/ui/runs-version", query={"project": project}
+            )
+            return str(json.loads(body)["version"])
+        except (TrackerError, ValueError, KeyError, TypeError):
+            parts = [sorted(map(str, (r.values() for r in store.runs(project=project))))]
+    else:
+        parts = [sorted(map(str, (r.values() for r in store.runs(project=project))))]
+    return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
 def _sqlite_connection(store: Store) -> Any:
     """The embedded store's SQLite connection (this thread's), for the bulk queries."""
     return store.connection()  # type: ignore[attr-defined]
@@ -395,6 +469,15 @@ class Series:
         }
 
 
+class Summarized:
+    """A long series as the UI keeps it: its block summaries (``downsample.Blocks``,
+    a few bytes per ``downsample.BLOCK`` steps), not its points."""
+
+    def __init__(self, blocks: Blocks) -> None:
+        self.blocks = blocks
+        self.nbytes = 72 * len(blocks)
+
+
 class SeriesCache:
     """Recently read series (``Series``), at most ``max_bytes`` of them, keyed by (run,
     path, rank or aggregate) and checked against the series' point count and last step:
@@ -402,11 +485,11 @@ class SeriesCache:
 
     def __init__(self, max_bytes: int = 1024 * 1024 * 1024) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[Any, tuple[Any, Series]] = OrderedDict()
+        self._items: OrderedDict[Any, tuple[Any, Series | Summarized]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: Any, version: Any) -> Series | None:
+    def get(self, key: Any, version: Any) -> Any:
         with self._lock:
             item = self._items.get(key)
             if item is None or item[0] != version:
@@ -414,7 +497,7 @@ class SeriesCache:
             self._items.move_to_end(key)
             return item[1]
 
-    def put(self, key: Any, version: Any, series: Series) -> None:
+    def put(self, key: Any, version: Any, series: Series | Summarized) -> None:
         if series.nbytes > self.max_bytes:
             return
         with self._lock:
@@ -480,6 +563,10 @@ class UI:
 
     def runs(self, project: str | None, metrics: list[str] | None) -> dict[str, Any]:
         t0 = time.perf_counter()
+        remote = remote_listing(self.store, project, metrics)
+        if remote is not None:
+            remote["server_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+            return remote
         runs, paths, used = list_runs_fast(self.store, project, metrics)
         return {
             "project": project,
@@ -552,7 +639,8 @@ class UI:
                     doc["ranks"].append(s.rank)
                 if s.rank == 0 or len(doc["ranks"]) == 1:
                     doc["count"] += s.points
-        ordered = {p: by_path[p] for p in sorted(by_path)}
+        # Events are listed and drawn as markers (``events``), not as a series.
+        ordered = {p: by_path[p] for p in sorted(by_path) if p != EVENTS_PATH}
         with self._index_lock:
             self._index[run_id] = (version, ordered)
             while len(self._index) > 64:
@@ -600,6 +688,73 @@ class UI:
         self.cache.put(key, version, series)
         return series
 
+    def _summarized(
+        self,
+        reader: RunReader,
+        path: str,
+        rank: int,
+        start: int | None,
+        end: int | None,
+        n: int,
+    ) -> tuple[dict[str, Any], int] | None:
+        """The chart of a long series from the store's chunk summaries (``Summarized``),
+        and its point count; None where the series is short (the points serve), or the
+        store keeps no summaries: ``_points`` then reads it whole."""
+        version = tuple(
+            (rid, r, points, last)
+            for rid, _lim in reader._lineage
+            for r, points, last in series_state(self.store, rid, path)
+            if r == rank
+        )
+        if sum(v[2] for v in version) <= RAW_LIMIT:
+            return None
+        key = (reader.id, path, rank, "blocks")
+        kept = self.cache.get(key, version)
+        if kept is None:
+            blocks = reader._blocks(path, rank)
+            if blocks is None:
+                return None
+            kept = Summarized(blocks)
+            self.cache.put(key, version, kept)
+        assert isinstance(kept, Summarized)
+        b = kept.blocks
+        if not len(b):
+            return bucket_doc(np.empty(0, np.int64), np.empty(0), n), 0
+        lo_step, hi_step = int(b.first_step[0]), int(b.last_step[-1])
+        whole = (start is None or start <= lo_step) and (end is None or end >= hi_step)
+        if not whole:
+            inside = np.ones(len(b), bool)
+            if start is not None:
+                inside &= b.last_step >= start
+            if end is not None:
+                inside &= b.first_step <= end
+            if int(b.count[inside].sum()) <= RAW_LIMIT:
+                # Few enough points: the chunks of the range, read and bucketed exactly.
+                found = reader._points_in(path, rank, start, end)
+                assert found is not None
+                doc = bucket_doc(found[0], found[1], n)
+                doc["points"] = len(found[0])
+                return doc, b.points
+            ranged = reader._blocks(path, rank, start, end)
+            assert ranged is not None
+            b = ranged
+            if not len(b):
+                return bucket_doc(np.empty(0, np.int64), np.empty(0), n), kept.blocks.points
+        origin, width = aligned_width(int(b.first_step[0]), int(b.last_step[-1]), n)
+        out, nan = blocks_to_buckets(b, origin, width)
+        return {
+            "raw": False,
+            "aligned": True,
+            "step": out.step.tolist(),
+            "first": float_list(out.first),
+            "last": float_list(out.last),
+            "min": float_list(out.min),
+            "max": float_list(out.max),
+            "count": out.count.tolist(),
+            "nan": nan.tolist(),
+            "points": int(out.count.sum()),
+        }, kept.blocks.points
+
     def values(
         self,
         run_id: str,
@@ -616,18 +771,22 @@ class UI:
         t0 = time.perf_counter()
         row = self.row(run_id, project)
         reader = RunReader(self.store, run_id, row)
-        try:
-            series = self._points(reader, path, rank, aggregate)
-        except KeyError as exc:
-            raise NotFound(str(exc.args[0])) from None
-        except (TypeError, ValueError) as exc:
-            raise BadRequest(str(exc)) from None
-        doc = series.buckets(start, end, buckets)
+        found = None if aggregate else self._summarized(reader, path, rank, start, end, buckets)
+        if found is not None:
+            doc, total = found
+        else:
+            try:
+                series = self._points(reader, path, rank, aggregate)
+            except KeyError as exc:
+                raise NotFound(str(exc.args[0])) from None
+            except (TypeError, ValueError) as exc:
+                raise BadRequest(str(exc)) from None
+            doc, total = series.buckets(start, end, buckets), len(series.steps)
         doc.update(
             path=path,
             rank=rank,
             aggregate=aggregate,
-            total=len(series.steps),
+            total=total,
             start=start,
             end=end,
             buckets=len(doc["step"]),
@@ -636,6 +795,69 @@ class UI:
             server_ms=round((time.perf_counter() - t0) * 1000, 1),
         )
         return doc
+
+    def _text_points(self, run_id: str, project: str | None, path: str, rank: int) -> Any:
+        row = self.row(run_id, project)
+        try:
+            values = RunReader(self.store, run_id, row)[path].fetch_values(rank=rank)
+        except KeyError as exc:
+            raise NotFound(str(exc.args[0])) from None
+        if values.value.dtype != object:
+            raise BadRequest(f"series {path!r} holds numbers; draw it as a chart")
+        return values
+
+    def text(
+        self,
+        run_id: str,
+        project: str | None,
+        path: str,
+        rank: int,
+        q: str,
+        offset: int,
+        limit: int,
+    ) -> dict[str, Any]:
+        """A text series as (step, text) rows, newest first, ``limit`` from ``offset``
+        among those holding ``q`` (case-insensitive)."""
+        values = self._text_points(run_id, project, path, rank)
+        steps = values.step.tolist()
+        texts = values.value.tolist()
+        order = list(range(len(steps) - 1, -1, -1))
+        needle = q.strip().lower()
+        if needle:
+            order = [i for i in order if needle in texts[i].lower()]
+        return {
+            "path": path,
+            "rank": rank,
+            "total": len(steps),
+            "matched": len(order),
+            "offset": offset,
+            "rows": [[steps[i], texts[i]] for i in order[offset : offset + limit]],
+        }
+
+    def events(self, run_id: str, project: str | None) -> dict[str, Any]:
+        """The run's events (``sys/events``: one JSON object per point), oldest first,
+        at most ``MAX_EVENTS`` (the latest); [] where it has none."""
+        try:
+            values = self._text_points(run_id, project, EVENTS_PATH, 0)
+        except NotFound:
+            self.row(run_id, project)  # a missing run is still a 404
+            return {"events": [], "total": 0}
+        except BadRequest:
+            return {"events": [], "total": 0}
+        steps = values.step.tolist()[-MAX_EVENTS:]
+        texts = values.value.tolist()[-MAX_EVENTS:]
+        out = []
+        for step, text in zip(steps, texts, strict=True):
+            try:
+                event = json.loads(text)
+            except ValueError:
+                event = None
+            if not isinstance(event, dict):
+                event = {"kind": "unknown", "message": text}
+            if not isinstance(event.get("step"), int):
+                event["step"] = step
+            out.append(event)
+        return clean({"events": out, "total": len(values.step)})
 
     def ranks(self, run_id: str, project: str | None, path: str | None, buckets: int) -> dict:
         st = self.store
@@ -826,8 +1048,20 @@ def mount_ui(app: Any, store: Store, project_of: ProjectOf, *, token_login: bool
             if allowed is not None:
                 chosen = allowed
             doc = ui.runs(chosen, wanted)
-            doc["projects"] = [allowed] if allowed is not None else projects_of(store)
+            if allowed is not None:
+                doc["projects"] = [allowed]
+            elif "projects" not in doc:  # a team server's listing names its own
+                doc["projects"] = projects_of(store)
             return doc
+
+        return await call(request, work)
+
+    @app.get("/api/ui/runs-version")
+    async def ui_runs_version(request: Request, project: str | None = None) -> Response:
+        # What the runs table polls: its full listing is read again only when this changes.
+        def work(allowed: str | None) -> Any:
+            chosen = allowed if allowed is not None else (project or None)
+            return {"project": chosen, "version": runs_version(store, chosen)}
 
         return await call(request, work)
 
@@ -855,6 +1089,25 @@ def mount_ui(app: Any, store: Store, project_of: ProjectOf, *, token_login: bool
             request,
             lambda p: ui.values(run_id, p, path, rank, buckets, start, end, aggregate or None),
         )
+
+    @app.get("/api/ui/runs/{run_id}/text")
+    async def ui_text(
+        request: Request,
+        run_id: str,
+        path: str,
+        rank: int = 0,
+        q: str = "",
+        offset: int = 0,
+        limit: int = 200,
+    ) -> Response:
+        limit = max(1, min(limit, MAX_TEXT_LISTED))
+        return await call(
+            request, lambda p: ui.text(run_id, p, path, rank, q, max(0, offset), limit)
+        )
+
+    @app.get("/api/ui/runs/{run_id}/events")
+    async def ui_events(request: Request, run_id: str) -> Response:
+        return await call(request, lambda p: ui.events(run_id, p))
 
     @app.get("/api/ui/runs/{run_id}/ranks")
     async def ui_ranks(

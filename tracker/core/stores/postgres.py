@@ -41,6 +41,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import numpy as np
 import psycopg
 
+from ..downsample import ChunkSummary
 from ..errors import StoreError
 from .base import RUN_COLUMNS, Check, Chunk, SeriesInfo, TokenRecord
 from .journals import JournalFiles
@@ -576,6 +577,44 @@ class PostgresStore(JournalFiles):
                 select + " AND first_step<=%s ORDER BY chunk_id", (sid, max_first_step)
             )
         return kind, [Chunk._make(row) for row in chunks]
+
+    def chunk_summaries(
+        self, run_id: str, path: str, rank: int, max_first_step: int | None = None
+    ) -> tuple[str, list[ChunkSummary]] | None:
+        """(kind, every chunk of the series as (chunk id, first step, last step, n,
+        attempt, summary)), by chunk id; summary is None for a chunk without one (read
+        its points with ``chunks_by_id``). None: no such series."""
+        rows = self._read(
+            "SELECT series_id, kind FROM series WHERE run_id=%s AND path=%s AND rank=%s",
+            (run_id, path, rank),
+        )
+        if not rows:
+            return None
+        sid, kind = rows[0]
+        # The blobs are stored out of line (STORAGE EXTERNAL): this reads none of them.
+        summary = "summary" if self.schema >= 2 else "NULL"
+        select = (
+            f"SELECT chunk_id, first_step, last_step, n, attempt, {summary} FROM chunks "
+            "WHERE series_id=%s"
+        )
+        if max_first_step is None:
+            found = self._read(select + " ORDER BY chunk_id", (sid,))
+        else:
+            found = self._read(
+                select + " AND first_step<=%s ORDER BY chunk_id", (sid, max_first_step)
+            )
+        return kind, [
+            (c, f, last, n, a, None if b is None else bytes(b)) for c, f, last, n, a, b in found
+        ]
+
+    def chunks_by_id(self, chunk_ids: list[Any]) -> list[Chunk]:
+        """The chunks of these ids (as ``series_chunks`` gives them), by id."""
+        rows = self._read(
+            "SELECT chunk_id, n, steps, vals, ts, crc, attempt FROM chunks "
+            "WHERE chunk_id = ANY(%s) ORDER BY chunk_id",
+            (list(chunk_ids),),
+        )
+        return [Chunk._make(row) for row in rows]
 
     # -- maintenance ---------------------------------------------------------------------------
 

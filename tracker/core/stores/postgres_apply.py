@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from ..downsample import SUMMARY_MIN_POINTS, encode_summaries
 from ..errors import StoreError
 from .applying import BatchApplier, ChunkRow, SeriesRow, SeriesUpdate
 from .postgres import field_columns
@@ -52,10 +53,12 @@ if TYPE_CHECKING:
 
 _SERIES_COLUMNS = "path, rank, series_id, kind, last_step, count"
 _COPY_CHUNKS = (
-    "COPY chunks(series_id, first_step, last_step, n, steps, vals, ts, crc, attempt) "
+    "COPY chunks(series_id, first_step, last_step, n, steps, vals, ts, crc, attempt, summary) "
     "FROM STDIN (FORMAT BINARY)"
 )
-_COPY_TYPES = ["int8", "int8", "int8", "int4", "bytea", "bytea", "bytea", "int8", "int8"]
+_COPY_TYPES = [
+    "int8", "int8", "int8", "int4", "bytea", "bytea", "bytea", "int8", "int8", "bytea"
+]  # fmt: skip
 _UPDATE_SERIES = (
     "UPDATE series s SET last_step = GREATEST(s.last_step, u.last_step), "
     "count = s.count + u.n, last_fval = u.fval, last_tval = u.tval "
@@ -324,22 +327,34 @@ class PostgresApplier(BatchApplier):
         updates: list[SeriesUpdate],
     ) -> None:
         attempt = None if attempt is None else int(attempt)
+        # A large float chunk carries its summary (a str series' last value is a str).
+        large = [
+            i
+            for i, (row, update) in enumerate(zip(chunks, updates, strict=True))
+            if row[3] >= SUMMARY_MIN_POINTS and not isinstance(update[2], str)
+        ]
+        summaries: list[bytes | None] = [None] * len(chunks)
+        for i, body in zip(
+            large, encode_summaries([(chunks[i][4], chunks[i][5]) for i in large]), strict=True
+        ):
+            summaries[i] = body
         if len(chunks) <= _FEW_CHUNKS:
-            values = ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(chunks))
+            values = ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(chunks))
             args: list[Any] = []
-            for row in chunks:
+            for row, summary in zip(chunks, summaries, strict=True):
                 args.extend(row)
                 args.append(attempt)
+                args.append(summary)
             tx.execute(
                 "INSERT INTO chunks(series_id, first_step, last_step, n, steps, vals, ts, crc, "
-                f"attempt) VALUES {values}",
+                f"attempt, summary) VALUES {values}",
                 args,
             )
         else:
             with tx.cursor() as cur, cur.copy(_COPY_CHUNKS) as copy:
                 copy.set_types(_COPY_TYPES)
-                for row in chunks:
-                    copy.write_row((*row, attempt))
+                for row, summary in zip(chunks, summaries, strict=True):
+                    copy.write_row((*row, attempt, summary))
         last_steps: list[int] = []
         counts: list[int] = []
         fvals: list[float | None] = []

@@ -142,6 +142,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
         )""",
         "CREATE INDEX tokens_by_project ON tokens(project, created_at)",
     ),
+    # 1 -> 2: a large float chunk's summary per block of steps (downsample.py), which
+    # charts read instead of its points; NULL in older rows, which are read as points.
+    ("ALTER TABLE chunks ADD COLUMN summary BYTEA",),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..downsample import ChunkSummary
 from ..errors import StoreError, TrackerError
 from .base import (
     RUN_COLUMNS,
@@ -122,6 +123,15 @@ CREATE TABLE IF NOT EXISTS chunks(
     attempt INTEGER
 );
 CREATE INDEX IF NOT EXISTS chunks_by_series ON chunks(series_id, first_step);
+CREATE TABLE IF NOT EXISTS summaries(
+    chunk INTEGER PRIMARY KEY,
+    series_id INTEGER NOT NULL,
+    first_step INTEGER NOT NULL,
+    last_step INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    attempt INTEGER,
+    body BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS set_aside(
     run_id TEXT NOT NULL, segment TEXT NOT NULL, offset INTEGER NOT NULL,
     op_index INTEGER NOT NULL, error TEXT NOT NULL, created_at REAL NOT NULL,
@@ -158,6 +168,11 @@ _TOKEN_COLUMNS = "token_id, project, scope, name, created_at, expires_at, revoke
 # wrote it, and an attempt may rewind the run to a step (``resume_from_step``): points of
 # earlier attempts past that step are superseded. Chunks of older stores have no attempt
 # and count as the first.
+# Summaries (``downsample.encode_summary``) of large float chunks live in a table of
+# their own, keyed by the chunk's rowid: a column after a chunk's blobs would make SQLite
+# walk their overflow pages to reach it. The table came without a schema change: a store
+# without it (or a chunk without a row in it) is read from its points, and a tracker
+# that does not know it keeps writing chunks that are read that way.
 _MIGRATIONS = {
     1: ("ALTER TABLE chunks ADD COLUMN crc INTEGER",),
     2: ("ALTER TABLE chunks ADD COLUMN attempt INTEGER",),
@@ -267,6 +282,7 @@ class SQLiteStore(JournalFiles):
         self.has_set_aside = True
         self.has_attempts = True
         self.has_tokens = True
+        self.has_summaries = True
         self._writable: SQLiteStore | None = None
         self._local = threading.local()
         try:
@@ -468,6 +484,7 @@ class SQLiteStore(JournalFiles):
         self.has_set_aside = "set_aside" in tables
         self.has_attempts = "attempt" in columns and "attempts" in tables
         self.has_tokens = "tokens" in tables
+        self.has_summaries = "summaries" in tables
 
     # -- writing (the applier writes run data; these the rest) ----------------------------
 
@@ -500,11 +517,15 @@ class SQLiteStore(JournalFiles):
             return
         marks = ",".join("?" * len(run_ids))
         with self.write() as c:
-            c.execute(
-                f"DELETE FROM chunks WHERE series_id IN "
-                f"(SELECT series_id FROM series WHERE run_id IN ({marks}))",
-                run_ids,
-            )
+            series_of = f"SELECT series_id FROM series WHERE run_id IN ({marks})"
+            if self.has_summaries:
+                # By chunk (the key): an index by series would cost every write.
+                c.execute(
+                    "DELETE FROM summaries WHERE chunk IN "
+                    f"(SELECT rowid FROM chunks WHERE series_id IN ({series_of}))",
+                    run_ids,
+                )
+            c.execute(f"DELETE FROM chunks WHERE series_id IN ({series_of})", run_ids)
             for table in ("series", "fields", "tags", "applied", "runs"):
                 c.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", run_ids)
 
@@ -690,6 +711,57 @@ class SQLiteStore(JournalFiles):
         else:
             chunks = self._read(select + " AND first_step<=?", (sid, max_first_step))
         return kind, list(map(Chunk._make, chunks))
+
+    def chunk_summaries(
+        self, run_id: str, path: str, rank: int, max_first_step: int | None = None
+    ) -> tuple[str, list[ChunkSummary]] | None:
+        """(kind, every chunk of the series as (chunk id, first step, last step, n,
+        attempt, summary)), by chunk id; summary and attempt are None for a chunk without
+        a summary (read its points with ``chunks_by_id``). None: no such series."""
+        rows = self._read(
+            "SELECT series_id, kind FROM series WHERE run_id=? AND path=? AND rank=?",
+            (run_id, path, rank),
+        )
+        if not rows:
+            return None
+        sid, kind = rows[0]
+        if not self.has_summaries:
+            select = "SELECT rowid, first_step, last_step, n, NULL, NULL FROM chunks c"
+        else:
+            # The chunk's bounds must agree too: a summary names its chunk by rowid only.
+            select = (
+                "SELECT c.rowid, c.first_step, c.last_step, c.n, s.attempt, s.body FROM chunks "
+                "c LEFT JOIN summaries s ON s.chunk=c.rowid AND s.first_step=c.first_step "
+                "AND s.last_step=c.last_step AND s.n=c.n"
+            )
+        select += " WHERE c.series_id=?"
+        if max_first_step is None:
+            found = self._read(select + " ORDER BY c.rowid", (sid,))
+        else:
+            found = self._read(
+                select + " AND c.first_step<=? ORDER BY c.rowid", (sid, max_first_step)
+            )
+        return kind, found
+
+    def chunks_by_id(self, chunk_ids: list[Any]) -> list[Chunk]:
+        """The chunks of these ids (as ``series_chunks`` gives them), by id."""
+        crc = "crc" if self.has_crc else "NULL"
+        attempt = "attempt" if self.has_attempts else "NULL"
+        out: list[Chunk] = []
+        ids = sorted(chunk_ids)
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            out.extend(
+                map(
+                    Chunk._make,
+                    self._read(
+                        f"SELECT rowid, n, steps, vals, ts, {crc}, {attempt} FROM chunks "
+                        f"WHERE rowid IN ({','.join('?' * len(part))}) ORDER BY rowid",
+                        part,
+                    ),
+                )
+            )
+        return out
 
     # -- maintenance ---------------------------------------------------------------------------
 

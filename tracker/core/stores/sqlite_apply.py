@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..downsample import SUMMARY_MIN_POINTS, encode_summaries
 from .applying import BatchApplier, ChunkRow, SeriesRow, SeriesUpdate
 
 if TYPE_CHECKING:
@@ -197,13 +198,52 @@ class SQLiteApplier(BatchApplier):
         chunks: list[ChunkRow],
         updates: list[SeriesUpdate],
     ) -> None:
-        tx.executemany(
+        sql = (
             "INSERT INTO chunks(series_id, first_step, last_step, n, steps, vals, ts, crc, "
-            f"attempt) VALUES(?,?,?,?,?,?,?,?,{'NULL' if attempt is None else int(attempt)})",
-            chunks,
+            f"attempt) VALUES(?,?,?,?,?,?,?,?,{'NULL' if attempt is None else int(attempt)})"
         )
+        # A large float chunk gets its summary (a str series' last value is a str).
+        is_large = [
+            row[3] >= SUMMARY_MIN_POINTS and not isinstance(update[2], str)
+            for row, update in zip(chunks, updates, strict=True)
+        ]
+        if not any(is_large):
+            tx.executemany(sql, chunks)
+        else:
+            self._store_summarized(tx, attempt, chunks, is_large, sql)
         tx.executemany(
             "UPDATE series SET last_step=MAX(last_step, ?), count=count+?, last_value=? "
             "WHERE series_id=?",
             updates,
+        )
+
+    def _store_summarized(
+        self,
+        tx: sqlite3.Connection,
+        attempt: Any,
+        chunks: list[ChunkRow],
+        is_large: list[bool],
+        sql: str,
+    ) -> None:
+        small = [row for row, big in zip(chunks, is_large, strict=True) if not big]
+        if small:
+            tx.executemany(sql, small)
+        large = [row for row, big in zip(chunks, is_large, strict=True) if big]
+        # Their rowids chosen here, after the largest (read under the write lock), so that
+        # their summaries can name them without a statement each; rowids still rise in
+        # write order, as readers need.
+        (before,) = tx.execute("SELECT COALESCE(MAX(rowid), 0) FROM chunks").fetchone()
+        tx.executemany(
+            "INSERT INTO chunks(rowid, series_id, first_step, last_step, n, steps, vals, ts, crc, "
+            f"attempt) VALUES(?,?,?,?,?,?,?,?,?,{'NULL' if attempt is None else int(attempt)})",
+            [(before + 1 + i, *row) for i, row in enumerate(large)],
+        )
+        bodies = encode_summaries([(row[4], row[5]) for row in large])
+        tx.executemany(
+            "INSERT OR REPLACE INTO summaries(chunk, series_id, first_step, last_step, n, "
+            "attempt, body) VALUES(?,?,?,?,?,?,?)",
+            [
+                (before + 1 + i, *row[:4], attempt, body)
+                for i, (row, body) in enumerate(zip(large, bodies, strict=True))
+            ],
         )

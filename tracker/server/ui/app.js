@@ -147,11 +147,13 @@ T.alpha = (hex, a) => {
 
 /* A chart of one path for one or more runs (compare overlays them).
 
-   opts: {path, runs: [{id, label}], rank, aggregate, buckets, forkStep, live: () => bool}
+   opts: {path, runs: [{id, label}], rank, aggregate, buckets, forkStep, live: () => bool,
+          events: () => [{step, kind, level, message, rank}] (markers; see drawEvents)}
    The element carries the test hooks: data-testid="chart", data-path and, once drawn,
    data-buckets (the most buckets of any drawn series), data-series (how many runs),
    data-max / data-min (over the drawn band), data-nan (NaN points in the drawn range),
-   data-points (points the buckets stand for), data-range ("start,end" when zoomed). */
+   data-points (points the buckets stand for), data-range ("start,end" when zoomed),
+   data-events (event markers in view). */
 T.Chart = class {
   constructor(parent, opts) {
     this.opts = Object.assign({ buckets: 1000, rank: 0 }, opts);
@@ -287,6 +289,7 @@ T.Chart = class {
             const x = u.valToPos(s, "x", true);
             ctx.fillRect(x - 1, u.bbox.top + u.bbox.height - 8, 3, 8);
           }
+          self.drawEvents(u, ctx);
           if (forkStep !== null && forkStep !== undefined) {
             const x = u.valToPos(forkStep, "x", true);
             if (x >= u.bbox.left && x <= u.bbox.left + u.bbox.width) {
@@ -321,6 +324,40 @@ T.Chart = class {
     ds.drawn = String(Number(ds.drawn || 0) + 1);
     const what = first.raw ? `${points.toLocaleString()} points` : `${points.toLocaleString()} points in ${buckets} buckets`;
     this.info.textContent = `${what}${nan ? ` · ${nan} NaN` : ""} · ${first.server_ms} ms`;
+  }
+
+  // Event markers: a line at each event's step in view (colored by level), and a marker
+  // element over the plot whose tooltip is the event's message (text, never HTML).
+  drawEvents(u, ctx) {
+    const evs = this.opts.events ? this.opts.events() : [];
+    if (!this.markers) {
+      this.markers = T.el("div", { class: "event-markers" });
+    }
+    if (this.markers.parentNode !== u.over) u.over.append(this.markers);
+    const colors = { error: "#b91c1c", warning: "#d97706", info: "#2563eb" };
+    const shown = [];
+    const [lo, hi] = [u.scales.x.min, u.scales.x.max];
+    for (const e of evs) {
+      if (typeof e.step !== "number" || e.step < lo || e.step > hi) continue;
+      const color = colors[e.level] || colors.info;
+      const x = u.valToPos(e.step, "x", true);
+      ctx.strokeStyle = color;
+      ctx.lineWidth = 1;
+      ctx.setLineDash([2, 3]);
+      ctx.beginPath();
+      ctx.moveTo(x, u.bbox.top);
+      ctx.lineTo(x, u.bbox.top + u.bbox.height);
+      ctx.stroke();
+      ctx.setLineDash([]);
+      const left = u.valToPos(e.step, "x");
+      shown.push(T.el("div", {
+        class: "event-marker", "data-testid": "event-marker", "data-step": e.step, "data-kind": String(e.kind),
+        "data-level": String(e.level || "info"), style: `left:${left - 5}px;background:${color}`,
+        title: `step ${e.step} · ${e.kind}${e.rank !== null && e.rank !== undefined ? " · rank " + e.rank : ""}: ${e.message === undefined ? "" : e.message}`,
+      }));
+    }
+    this.markers.replaceChildren(...shown);
+    this.el.dataset.events = String(shown.length);
   }
 
   resize() {

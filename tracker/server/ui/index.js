@@ -20,9 +20,26 @@
     filter: { text: params.get("q") || "", status: params.get("status") || "", tags: params.get("tags") || "", config: params.get("config") || "" },
   };
   let els = {};
+  // The table refreshes by itself: every POLL_MS (?poll=MS; 0: never) it asks for a
+  // fingerprint of the runs (a few aggregate queries) and reads the runs again only when
+  // that changed, and then no more often than 20 times the last reading took (a busy
+  // project's listing is not read back to back). Paused while the tab is hidden.
+  const POLL_MS = params.has("poll") ? Number(params.get("poll")) : 8000;
+  let version = null, lastLoad = 0, loadMs = 0, loading = null;
 
-  async function load() {
+  function load() {
+    if (!loading) loading = loadNow().finally(() => { loading = null; });
+    return loading;
+  }
+
+  async function loadNow() {
+    const t0 = performance.now();
+    // The fingerprint first: a change while the runs are read shows at the next poll.
+    const v = await T.api("/api/ui/runs-version", { project: state.project }).catch(() => null);
     const doc = await T.api("/api/ui/runs", { project: state.project, metrics: state.metrics === null ? null : state.metrics.join(",") || "," });
+    if (v) version = v.version;
+    lastLoad = Date.now();
+    loadMs = performance.now() - t0;
     state.runs = doc.runs;
     state.projects = doc.projects;
     state.metricPaths = doc.metric_paths;
@@ -36,7 +53,24 @@
     state.metrics = doc.metrics;
     if (!els.table) build();
     els.count.title = `listed by the server in ${doc.server_ms} ms`;
+    els.table.dataset.loads = String(Number(els.table.dataset.loads || 0) + 1);
     render();
+  }
+
+  async function poll() {
+    if (document.hidden || loading) return;
+    const v = await T.api("/api/ui/runs-version", { project: state.project });
+    if (v.version === version) return;
+    if (Date.now() - lastLoad < 20 * loadMs) return; // changed: read at a later poll
+    // The rows in view are rebuilt; filters, sort, selection, columns and scroll stay.
+    await load();
+  }
+
+  function startPolling() {
+    if (!(POLL_MS > 0)) return;
+    const tick = () => poll().catch(() => {}).finally(() => setTimeout(tick, POLL_MS));
+    setTimeout(tick, POLL_MS);
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) poll().catch(() => {}); });
   }
 
   function columns() {
@@ -231,7 +265,7 @@
       location.href = "/compare?runs=" + Array.from(state.selected).map(encodeURIComponent).join(",");
     } }, "Compare");
     els.count = T.el("span", { class: "muted", "data-testid": "run-count" });
-    const refresh = T.el("button", { title: "read the runs again (filters stay)", "data-testid": "refresh", text: "Refresh", onclick: () => load().catch(T.fail) });
+    const refresh = T.el("button", { title: "read the runs again now (they refresh by themselves too; filters stay)", "data-testid": "refresh", text: "Refresh", onclick: () => load().catch(T.fail) });
     const bar = T.el("div", { class: "filters" },
       projectSelect,
       input("text", { placeholder: "name or id", "data-testid": "filter-name", type: "search" }),
@@ -249,6 +283,7 @@
   async function start() {
     T.crumbs("runs");
     await load();
+    startPolling();
     if (state.project) T.crumbs("runs", T.el("span", { class: "muted", text: " · " + state.project }));
   }
 

@@ -1,6 +1,8 @@
-/* One run (/runs/<id>): status, lineage, config tree, provenance, files, a searchable
-   list of its series and charts of the chosen ones (?path=a,b&buckets=N). While the run
-   is running, everything refreshes every few seconds. */
+/* One run (/runs/<id>): status, lineage, config tree, provenance, files, its events, a
+   searchable list of its series and charts of the chosen ones (?path=a,b&buckets=N; a
+   text series as a searchable step -> text list). Events (sys/events) are listed and
+   marked on the charts they concern. While the run is running, everything refreshes
+   every few seconds. */
 "use strict";
 
 (function () {
@@ -10,6 +12,9 @@
   const POLL_MS = Number(params.get("poll")) || 3000;
   const charts = new Map();
   const seriesRanks = new Map(); // path -> the ranks that logged it (from the series list)
+  const seriesKinds = new Map(); // path -> "float" or "str"
+  let events = []; // the run's events (sys/events), drawn as markers on its charts
+  let eventsBox = null;
   let run = null;
   let chartBox, headBox;
 
@@ -84,11 +89,68 @@
       files.length ? section("files", kvTable(fileRows, "files-table"), "files") : null);
   }
 
+  // A text series: step -> text rows, newest first, paged and searchable on the server.
+  function addText(path) {
+    const PAGE = 100;
+    let offset = 0, q = "", seq = 0;
+    const list = T.el("ol", { class: "text-rows", "data-testid": "text-rows" });
+    const info = T.el("span", { class: "muted chart-info" });
+    const newer = T.el("button", { class: "small", text: "‹ newer", disabled: true, onclick: () => { offset = Math.max(0, offset - PAGE); load(); } });
+    const older = T.el("button", { class: "small", text: "older ›", disabled: true, onclick: () => { offset += PAGE; load(); } });
+    let typing = null;
+    const search = T.el("input", { type: "search", placeholder: "search text", "data-testid": "text-search", oninput: (e) => {
+      clearTimeout(typing);
+      typing = setTimeout(() => { q = e.target.value; offset = 0; load(); }, 150);
+    } });
+    const box = T.el("div", { class: "chart text-series", "data-testid": "text-series", "data-path": path },
+      T.el("div", { class: "chart-head" }, T.el("span", { class: "chart-title", text: path + " (text)" }), info, search, newer, older,
+        T.el("button", { class: "small", text: "×", title: "remove", onclick: () => { box.remove(); seq++; charts.delete(path); syncUrl(); } })),
+      list);
+    async function load() {
+      const mine = ++seq;
+      const doc = await T.api(`/api/ui/runs/${encodeURIComponent(runId)}/text`, { path, q, offset, limit: PAGE });
+      if (mine !== seq) return;
+      list.replaceChildren(...doc.rows.map(([step, text]) => T.el("li", { "data-testid": "text-row", "data-step": step },
+        T.el("span", { class: "step", text: String(step) }), T.el("span", { class: "text", text }))));
+      const end = Math.min(doc.matched, offset + doc.rows.length);
+      info.textContent = doc.matched ? `${(offset + 1).toLocaleString()}–${end.toLocaleString()} of ${doc.matched.toLocaleString()}` + (q ? ` matching (of ${doc.total.toLocaleString()})` : "") : (q ? "no match" : "empty");
+      box.dataset.total = String(doc.total);
+      box.dataset.matched = String(doc.matched);
+      newer.disabled = offset === 0;
+      older.disabled = end >= doc.matched;
+    }
+    chartBox.append(box);
+    charts.set(path, { load: () => load().catch((e) => { info.textContent = String(e.message || e); }) });
+    charts.get(path).load();
+    syncUrl();
+  }
+
+  // Events concerning a chart: those of its path, and the run-wide ones (no path).
+  function eventsFor(path) {
+    return events.filter((e) => e.path === path || e.path === null || e.path === undefined);
+  }
+
+  async function loadEvents() {
+    const doc = await T.api(`/api/ui/runs/${encodeURIComponent(runId)}/events`);
+    events = doc.events;
+    if (!eventsBox) return;
+    const items = events.slice().reverse().map((e) => T.el("li", { "data-testid": "event-item", "data-kind": String(e.kind), "data-level": String(e.level || "info"), class: "event level-" + String(e.level || "info") },
+      T.el("span", { class: "step", text: `step ${e.step}` }), " ",
+      T.el("span", { class: "kind", text: String(e.kind) }), " ",
+      e.path ? T.el("code", { text: String(e.path) }) : T.el("span", { class: "muted", text: "run" }),
+      e.rank !== null && e.rank !== undefined ? T.el("span", { class: "muted", text: ` rank ${e.rank}` }) : null,
+      T.el("div", { class: "message", text: String(e.message === undefined ? "" : e.message) })));
+    eventsBox.hidden = !events.length;
+    eventsBox.replaceChildren(T.el("h3", { text: `events (${doc.total.toLocaleString()})` }), T.el("ul", { class: "events-list" }, items));
+  }
+
   function addChart(path) {
     if (charts.has(path)) return;
+    if (seriesKinds.get(path) === "str") return addText(path);
     const forkStep = run.lineage.length ? run.lineage[0].fork_step : null;
     const chart = new T.Chart(chartBox, {
       path, buckets, forkStep, runs: [{ id: runId, label: run.name || runId }], ranks: seriesRanks.get(path),
+      events: () => eventsFor(path),
       onClose: () => { charts.delete(path); syncUrl(); },
     });
     charts.set(path, chart);
@@ -109,12 +171,10 @@
       const mine = ++seq;
       const doc = await T.api(`/api/ui/runs/${encodeURIComponent(runId)}/series`, { q, limit: 500 });
       if (mine !== seq) return;
-      for (const s of doc.series) seriesRanks.set(s.path, s.ranks);
+      for (const s of doc.series) { seriesRanks.set(s.path, s.ranks); seriesKinds.set(s.path, s.kind); }
       info.textContent = `${doc.matched.toLocaleString()} of ${doc.total.toLocaleString()} series` + (doc.matched > doc.series.length ? ` (first ${doc.series.length} listed)` : "");
       list.replaceChildren(...doc.series.map((s) => T.el("li", { "data-testid": "series-item", "data-path": s.path },
-        s.kind === "float"
-          ? T.el("a", { href: "#", text: s.path, onclick: (e) => { e.preventDefault(); addChart(s.path); } })
-          : T.el("span", { text: s.path + " (text)" }),
+        T.el("a", { href: "#", text: s.kind === "float" ? s.path : s.path + " (text)", onclick: (e) => { e.preventDefault(); addChart(s.path); } }),
         T.el("span", { class: "muted", text: ` ${s.count.toLocaleString()} pts${s.ranks.length > 1 ? ` · ${s.ranks.length} ranks` : ""}${s.last_value !== null && s.last_value !== undefined ? " · last " + T.fmtValue(s.last_value) : ""}` }))));
       return doc;
     };
@@ -133,6 +193,7 @@
       const changed = fresh.status !== run.status;
       run = fresh;
       renderHead();
+      await loadEvents().catch(() => {});
       for (const c of charts.values()) c.load();
       if (changed) document.body.dataset.status = run.status;
     } finally {
@@ -148,8 +209,10 @@
     headBox = T.el("div", { class: "run-head", "data-testid": "run-head" });
     chartBox = T.el("div", { class: "charts", "data-testid": "charts" });
     const sl = seriesList();
-    T.main().replaceChildren(headBox, T.el("div", { class: "run-grid" }, T.el("div", { class: "left" }, renderInfo(), sl.box), T.el("div", { class: "right" }, chartBox)));
+    eventsBox = T.el("section", { class: "card events", "data-testid": "events", hidden: true });
+    T.main().replaceChildren(headBox, T.el("div", { class: "run-grid" }, T.el("div", { class: "left" }, renderInfo(), eventsBox, sl.box), T.el("div", { class: "right" }, chartBox)));
     renderHead();
+    await loadEvents().catch(() => {});
     const doc = await sl.search("");
     const wanted = (params.get("path") || "").split(",").filter(Boolean);
     if (wanted.length) wanted.forEach(addChart);
