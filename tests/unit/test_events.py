@@ -235,3 +235,17 @@ def test_event_text_round_trips_and_ignores_foreign_points() -> None:
     assert ev.decode("not json") is None and ev.decode('{"a": 1}') is None
     with pytest.raises(ValueError, match="event level"):
         ev.make_event("alert", level="loud")
+
+
+def test_a_failing_watch_never_costs_a_point(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: Watcher, batch: list, now: float | None = None) -> list:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Watcher, "scan", broken)
+    with pytest.warns(RuntimeWarning, match=r"watching its points failed \(RuntimeError: boom\)"):
+        run = tracker.init_run(project="p", store=store, system_metrics=False)
+        for step in range(100):
+            run.log({"loss": 1.0}, step=step)
+        run.flush()
+    run.close()
+    assert len(tracker.read_run(run.id, store=store)["loss"].fetch_values()) == 100

@@ -412,14 +412,23 @@ class Writer:
 
     def _watch(self, batch: list[Any]) -> None:
         """Find events in ``batch``, add them to it, and announce every event it stores."""
-        found = self.watcher.scan(batch)
-        if found:
-            batch.append(ev.events_op(found))
-            self._announce(found)
-        if self._notifier is not None:
-            stored = ev.events_in(batch)  # the watcher's and the user's (run.alert), any rank
-            if stored:
-                self._notifier.submit(self.run_info, stored)
+        try:
+            found = self.watcher.scan(batch)
+            if found:
+                batch.append(ev.events_op(found))
+                self._announce(found)
+            if self._notifier is not None:
+                stored = ev.events_in(batch)  # the watcher's and the user's, from any rank
+                if stored:
+                    self._notifier.submit(self.run_info, stored)
+        except Exception as exc:  # noqa: BLE001 - watching must never cost a point
+            if not self._errors.get("watch"):
+                self._errors["watch"] = 1
+                say_loudly(
+                    f"tracker: run {self.run_id}: watching its points failed "
+                    f"({type(exc).__name__}: {exc}); the points are written as usual",
+                    stacklevel=1,
+                )
 
     def _announce(self, found: list[dict[str, Any]]) -> None:
         for event in found:
