@@ -249,3 +249,19 @@ def test_a_failing_watch_never_costs_a_point(store: str, monkeypatch: pytest.Mon
         run.flush()
     run.close()
     assert len(tracker.read_run(run.id, store=store)["loss"].fetch_values()) == 100
+
+
+def test_other_ranks_activity_keeps_a_run_from_counting_as_silent() -> None:
+    # In a distributed run other ranks' points reach the store through the ingest
+    # process, which tells rank 0's watcher (note_activity) that the run goes on.
+    watcher = Watcher(nonfinite=True, silent_after=1.0)
+    steps = np.array([5], dtype=np.int64)
+    cols = ("cols", ("loss",), steps.tobytes(), np.array([1e9]).tobytes(), b"\0" * 8, None)
+    assert watcher.scan([("logs", 0, 1, [cols])], now=100.0) == []
+    watcher.note_activity(100.8)
+    assert watcher.idle(101.5) == []  # 0.7 s after the other ranks' points
+    (event,) = watcher.idle(101.9)
+    assert event["kind"] == "silent_run" and event["step"] == 5
+    assert watcher.idle(105.0) == []  # one event per silence
+    watcher.note_activity(106.0)
+    assert [e["kind"] for e in watcher.idle(107.5)] == ["silent_run"]  # re-armed

@@ -348,6 +348,12 @@ class Watcher:
 
     # -- silence -----------------------------------------------------------------------------
 
+    def note_activity(self, now: float) -> None:
+        """Training points arrived that this watcher does not scan (other ranks' points,
+        which a distributed run's ingest process takes): the run is not silent."""
+        self._last_points = now
+        self._silent = False
+
     def idle(self, now: float) -> list[dict[str, Any]]:
         """Events due when no batch came (the writer calls this every cycle)."""
         found: list[dict[str, Any]] = []

@@ -47,7 +47,7 @@ from . import events as ev
 from .batch import columnize, count_points, group_order, group_steps
 from .errors import WriterError, say_loudly
 from .journal import JournalWriter
-from .ops import LOGS
+from .ops import COLS, LOGS
 from .replay import replay_run
 from .run import warn_lower_step
 from .stores.base import Store
@@ -73,6 +73,11 @@ _INITIAL_MAX_QUEUE = 100_000
 _MAX_RETRY_DELAY_S = 10.0
 # Events that also become Python warnings, per run; the rest are only in the run.
 _MAX_EVENT_WARNINGS = 20
+
+
+def _has_text(batch: list[Any]) -> bool:
+    """Whether a batch holds a text group (where events travel): one look per log op."""
+    return any(op[0] == LOGS and any(g[0] != COLS for g in op[3]) for op in batch)
 
 
 def _first_drop(steps: Any, last: int | None) -> tuple[int, int]:
@@ -381,11 +386,8 @@ class Writer:
                 self._sync_journal(durable=False)
                 time.sleep(0)  # let the training thread run between chunks
         now = time.monotonic()
-        silent = self.watcher.idle(now)
-        if silent:
-            # Stored with the next cycle's batch, like any event the training thread raises.
-            queue.extend(map(ev.queued_event, silent))
-            self._announce(silent)
+        # Stored (and announced) with the next cycle's batch, like a run.alert.
+        queue.extend(map(ev.queued_event, self.watcher.idle(now)))
         self._sync_journal(durable)
         if self._remote:
             self._ship_wake.set()  # the shipper sends and beats the heart: no network here
@@ -416,10 +418,12 @@ class Writer:
             found = self.watcher.scan(batch)
             if found:
                 batch.append(ev.events_op(found))
-                self._announce(found)
-            if self._notifier is not None:
-                stored = ev.events_in(batch)  # the watcher's and the user's, from any rank
-                if stored:
+            # Every event this record stores: the watcher's, a silence found last cycle,
+            # the ingest's (other ranks' points) and run.alert calls, from any rank.
+            stored = ev.events_in(batch) if found or _has_text(batch) else found
+            if stored:
+                self._announce([e for e in stored if e.get("kind") != "alert"])
+                if self._notifier is not None:
                     self._notifier.submit(self.run_info, stored)
         except Exception as exc:  # noqa: BLE001 - watching must never cost a point
             if not self._errors.get("watch"):

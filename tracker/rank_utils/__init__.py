@@ -3,8 +3,9 @@
 ``detect_rank`` reads the launcher's environment (or an engine the script already
 started); the coordinator turns the answer into one run per job: the writer rank
 (global rank 0) opens the run, every other rank gets a ``Run`` whose operations are
-shipped to the writer over a private gloo group (``transport.py``). Integrations ask
-here; they never read RANK themselves.
+shipped to the writer's ingest process over plain sockets, through a leader per node
+(``wire.py``, ``leader.py``, ``ingest.py``; ``transport.py`` finds the job's store).
+Integrations ask here; they never read RANK themselves.
 """
 
 from __future__ import annotations

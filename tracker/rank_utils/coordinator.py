@@ -1,10 +1,22 @@
 """One run per job: the writer rank opens the run, the other ranks ship to it.
 
-Rank 0 opens (or resumes) the run in the store as a single process would, and starts a
-``Gatherer`` thread that takes messages from the other ranks and queues their ops into
-the run's writer. Every other rank gets an ordinary ``Run`` whose writer is a
-``Shipper``: it batches the rank's operations (as columns, like the journal) and sends
-them to rank 0 every flush interval. Non-writer ranks never open the store.
+Rank 0 opens (or resumes) the run in the store as a single process would. Every other
+rank gets an ordinary ``Run`` whose writer is a ``Shipper``: it batches the rank's
+operations (as columns, like the journal) and sends them every flush interval.
+Non-writer ranks never open the store.
+
+How the batches travel (``TRACKER_RANK_TRANSPORT``):
+
+- ``sockets`` (the default). Rank 0 starts an ingest process (``ingest.py``) that
+  takes, journals and applies the other ranks' batches outside its training process,
+  and publishes its address in the job's c10d store (``IngestSide``). Ranks on rank
+  0's node connect to it over a Unix socket; on every other node, the leader
+  (``leader.py``: local rank 0, or the node's first rank where the launcher names no
+  node) forwards its node's frames over one TCP connection. The store serves the
+  rendezvous only (``_SocketLink``); frames are ``wire.py``'s.
+- ``gloo``: the former private gloo group on the job's store, with rank 0's
+  ``Gatherer`` thread queueing every message into its own writer (a full mesh: kept
+  for comparison).
 
 Layout of rank data in the run: what rank r logs under key k is the series (k, rank r),
 read with ``fetch_values(rank=r)`` or combined with ``aggregate=``; rank 0's own series
@@ -23,6 +35,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import socket
@@ -32,13 +45,15 @@ import time
 import warnings
 from typing import Any
 
-from ..core import ops
+from ..core import events, ops
 from ..core.batch import columnize
 from ..core.journal import decode
 from ..core.run import Run
 from ..core.session import check_run_id, new_run_id, open_run
-from . import transport
+from . import transport, wire
+from .ingest import IngestProcess
 from .launchers import RankInfo
+from .leader import NodeLeader
 
 log = logging.getLogger("tracker")
 
@@ -93,7 +108,8 @@ class _Link:
         except Exception:  # noqa: BLE001 - unreachable is the answer
             return False
 
-    def connect(self, stop: threading.Event) -> transport.GlooLink | None:
+    def wait_for_store(self, stop: threading.Event) -> Any | None:
+        """The job's store, once there is one (None if ``stop`` comes first)."""
         store = self.store
         deadline = time.monotonic() + DEFAULT_CONNECT_TIMEOUT_S
         while store is None:
@@ -103,9 +119,112 @@ class _Link:
                 if stop.wait(0.2) or time.monotonic() > deadline:
                     return None
         self.store = store
+        return store
+
+    def wait_for_key(self, key: str, stop: threading.Event) -> str | None:
+        """The value of ``key`` (under this link's prefix) once it is set."""
+        store = self.store
+        deadline = time.monotonic() + DEFAULT_CONNECT_TIMEOUT_S
+        full = self.prefix + key
+        assert store is not None  # wait_for_store came first
+        while not store.check([full]):
+            if stop.wait(0.05) or time.monotonic() > deadline:
+                return None
+        return bytes(store.get(full)).decode()
+
+    def connect(self, stop: threading.Event) -> Any | None:
+        store = self.wait_for_store(stop)
+        if store is None:
+            return None
         return transport.GlooLink(
             store, self.prefix, self.info.rank, self.info.world_size, DEFAULT_CONNECT_TIMEOUT_S
         )
+
+
+def transport_kind() -> str:
+    """How ranks reach the writer (TRACKER_RANK_TRANSPORT): "sockets" (the default: node
+    leaders and an ingest process) or "gloo" (a private gloo group, rank 0 ingesting)."""
+    kind = os.environ.get("TRACKER_RANK_TRANSPORT", "sockets").strip().lower()
+    return kind if kind in ("sockets", "gloo") else "sockets"
+
+
+class _Sender:
+    """A non-writer rank's connection to its node's leader (or to the ingest)."""
+
+    def __init__(
+        self,
+        sock: Any,
+        info: RankInfo,
+        node: str,
+        ingest: dict[str, Any],
+        leader: NodeLeader | None,
+    ) -> None:
+        self.sock = sock
+        self.info = info
+        self.node = node
+        self.ingest = ingest
+        self.leader = leader
+        self.sock.sendall(wire.hello(info.rank, node, ingest["token"]))
+
+    def send(self, kind: int, payload: bytes) -> None:
+        data = wire.frame(wire.BYE if kind == transport.BYE else wire.DATA, self.info.rank, payload)
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            # The leader is gone: this rank goes to the ingest directly (still O(1)).
+            self.sock.close()
+            self.sock = wire.connect_tcp(self.ingest["hosts"], self.ingest["port"])
+            hello = wire.hello(self.info.rank, self.node, self.ingest["token"])
+            self.sock.sendall(hello + data)
+        if kind == transport.BYE:
+            self.sock.close()  # before waiting on the leader, which waits for this end
+            if self.leader is not None:
+                self.leader.finish(close_timeout())
+
+
+class _SocketLink(_Link):
+    """Rendezvous through the job's store, then plain sockets: to the ingest on the
+    writer's node, to the node's leader elsewhere (started here on the leader rank)."""
+
+    def connect(self, stop: threading.Event) -> _Sender | None:
+        store = self.wait_for_store(stop)
+        if store is None:
+            return None
+        raw = self.wait_for_key("ingest", stop)
+        if raw is None:
+            return None
+        ingest = json.loads(raw)
+        info = self.info
+        node = wire.node_key(info.node_rank)
+        leader = None
+        if node == ingest["node"]:
+            sock = self._local_or_direct(ingest["local"], ingest)
+        elif self._leads(store, node):
+            upstream = wire.connect_tcp(ingest["hosts"], ingest["port"])
+            leader = NodeLeader(upstream, ingest["token"])
+            store.set(self.prefix + f"node/{node}", leader.name)
+            sock = wire.connect_local(leader.name)
+        else:
+            name = self.wait_for_key(f"node/{node}", stop)
+            if name is None:
+                return None
+            sock = self._local_or_direct(name, ingest)
+        self.release()  # rendezvous done: the job's store is not held any longer
+        return _Sender(sock, info, node, ingest, leader)
+
+    def _leads(self, store: Any, node: str) -> bool:
+        if self.info.node_rank is not None:
+            return self.info.local_rank == 0
+        # No node index from the launcher: the node's first rank to get here leads.
+        mine = str(self.info.rank)
+        return bytes(store.compare_set(self.prefix + f"claim/{node}", "", mine)).decode() == mine
+
+    @staticmethod
+    def _local_or_direct(name: str, ingest: dict[str, Any]) -> Any:
+        try:
+            return wire.connect_local(name)
+        except OSError:
+            return wire.connect_tcp(ingest["hosts"], ingest["port"])
 
 
 def _store_now(info: RankInfo) -> Any | None:
@@ -158,7 +277,7 @@ def _where(info: RankInfo) -> dict[str, Any]:
 class WriterRun(Run):
     """Rank 0's run: a normal run plus the gatherer of the other ranks' operations."""
 
-    _gatherer: Gatherer
+    _gatherer: Gatherer | IngestSide
 
     def close(self, status: str = "finished", *, error: str | None = None) -> None:
         if self._closed:
@@ -168,7 +287,9 @@ class WriterRun(Run):
             gatherer.finish(close_timeout())
             if gatherer.failed and status != "failed":
                 failed = ", ".join(str(r) for r in sorted(gatherer.failed))
-                error = error or f"rank(s) {failed} failed; see ranks/<rank>/traceback"
+                error = error or (
+                    f"rank(s) {failed} failed; see ranks/<rank>/status and ranks/<rank>/traceback"
+                )
                 status = "failed"
         super().close(status, error=error)
 
@@ -235,6 +356,156 @@ class Gatherer:
                 stacklevel=3,
             )
         self._stop.set()
+
+
+class IngestSide:
+    """Rank 0's side of the socket transport: its ingest process, and the rendezvous.
+
+    The ingest takes, journals and applies every other rank's operations in a process
+    of its own; this thread only publishes its address in the job's store. Rank 0's
+    training process sends it one line a second (whether rank 0 logged: silent ranks)
+    and queues the events it reports into its own writer.
+    """
+
+    def __init__(self, run: Run, link: _Link, store: Any, apply: bool) -> None:
+        self.run = run
+        self.link = link
+        self.failed: dict[int, str] = {}
+        self.result: dict[str, Any] | None = None  # the ingest's report, once it ended
+        self._stop = threading.Event()
+        self._published = False
+        self._thread = threading.Thread(
+            target=self._publish, name="tracker-rendezvous", daemon=True
+        )
+        self.proc: IngestProcess | None = None
+        try:
+            self.proc = self._start(store, apply)
+        except OSError as exc:
+            warnings.warn(
+                f"tracker: rank 0 could not start its ingest process ({exc}); the other "
+                "ranks' metrics are not in the run",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return
+        self._thread.start()
+
+    def _start(self, store: Any, apply: bool) -> IngestProcess:
+        run, link = self.run, self.link
+        return IngestProcess.start(
+            store=None if store is None else os.fspath(store),
+            run_id=run.id,
+            world_size=link.info.world_size,
+            node=wire.node_key(link.info.node_rank),
+            apply=apply,
+            # The ingest shares rank 0's writer lock: while either lives, the run is
+            # not taken for crashed; the ingest outlives a killed rank 0 with it.
+            lock_fd=getattr(run._writer, "_lock_fd", -1),
+            stats=os.environ.get("TRACKER_INGEST_STATS", "") == "1",  # for benchmarks
+            on_event=self._event,
+            beat=self._beat,
+            rules=self._rules,
+            on_active=self._active,
+        )
+
+    def _active(self) -> None:
+        watcher = getattr(self.run._writer, "watcher", None)
+        if watcher is not None:
+            watcher.note_activity(time.monotonic())
+
+    def _event(self, event: dict[str, Any]) -> None:
+        if not self.run._closed:
+            self.run._ingest(events.queued_event(event))
+
+    def _beat(self) -> list[Any]:
+        run = self.run
+        # The next explicit step and the implicit counter (its repr shows the next value
+        # without taking it): either moves when rank 0 logs.
+        return [run._step, repr(run._counter)]
+
+    def _rules(self) -> Any:
+        watcher = getattr(self.run._writer, "watcher", None)
+        return None if watcher is None else watcher.rules
+
+    def _publish(self) -> None:
+        assert self.proc is not None  # started only once the process is
+        try:
+            address = self.proc.wait_ready(120.0)
+            if address is None:
+                warnings.warn(
+                    "tracker: rank 0's ingest process did not start; the other ranks' "
+                    "metrics are not in the run",
+                    RuntimeWarning,
+                    stacklevel=1,
+                )
+                return
+            store = self.link.wait_for_store(self._stop)
+            if store is None:
+                if not self._stop.is_set():
+                    warnings.warn(
+                        "tracker: rank 0 never reached the other ranks (no torch.distributed "
+                        "store appeared); their metrics are not in the run",
+                        RuntimeWarning,
+                        stacklevel=1,
+                    )
+                return
+            store.set(self.link.prefix + "ingest", json.dumps(address))
+            self._published = True
+        except Exception as exc:  # noqa: BLE001 - the run goes on without the others
+            warnings.warn(
+                f"tracker: rank 0 could not publish its ingest's address ({exc}); the "
+                "other ranks' metrics are not in the run",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+
+    def finish(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) for every rank's goodbye; the ingest then makes
+        what it took durable and exits."""
+        if self.proc is None:
+            self.link.release()
+            return
+        if not self._published and not self.link.can_connect():
+            timeout = 0.0  # no store and none coming: no rank can reach us
+        else:
+            # A short script can close before the address is out: the ranks wait for it.
+            started = time.monotonic()
+            self._thread.join(timeout)
+            timeout = max(0.0, timeout - (time.monotonic() - started))
+        self._stop.set()
+        result = self.result = self.proc.finish(timeout)
+        # Held until now: under Horovod the store is served by this very process, and a
+        # rank still on its way to the address reads it there.
+        self.link.release()
+        if result is None:
+            warnings.warn(
+                "tracker: rank 0's ingest process ended without a report; what it journaled "
+                "is applied when the run is next read",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return
+        self.failed = {int(r): e for r, e in result.get("failed", {}).items()}
+        missing = result.get("missing") or []
+        lost = [r for r in result.get("lost") or [] if r not in self.failed]
+        # A rank whose connection ended without its goodbye died (killed, or its node's
+        # leader and it with it): its status is "lost", and it fails the run.
+        self.failed.update((r, "lost") for r in lost)
+        if lost:
+            warnings.warn(
+                f"tracker: lost contact with rank(s) {', '.join(map(str, lost))} (their "
+                "connection ended without a goodbye); what they sent before is in the run",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        if missing:
+            warnings.warn(
+                f"tracker: rank(s) {', '.join(map(str, missing))} did not finish within "
+                f"{timeout:g}s of rank 0 closing the run (TRACKER_RANK_CLOSE_TIMEOUT); "
+                "closing without them",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
 
 # -- the other ranks ----------------------------------------------------------------------
@@ -305,6 +576,7 @@ class Shipper:
         self._requested = 0
         self._done = 0
         self._gone = False
+        self._connected = False
         self._thread = threading.Thread(target=self._loop, name="tracker-shipper", daemon=True)
         self._thread.start()
 
@@ -317,6 +589,7 @@ class Shipper:
             gloo = self.link.connect(self._stop)
             if gloo is None:
                 return
+            self._connected = True
             while True:
                 self._wake.wait(self.flush_interval)
                 self._wake.clear()
@@ -358,7 +631,7 @@ class Shipper:
 
     def close(self, timeout: float | None = None) -> None:
         self._closing = True
-        if not self.link.can_connect():
+        if not self._connected and not self.link.can_connect():
             self._stop.set()  # no store and none coming: rank 0 cannot be reached
         self._wake.set()
         self._thread.join(close_timeout() if timeout is None else timeout)
@@ -430,12 +703,19 @@ def open_distributed_run(
             # open_run returns a run_class (WriterRun) instance, or the run this process
             # already has open under run_id; the gatherer goes on whichever it returns
             # (WriterRun.close reads it with getattr for that reason).
-            run._gatherer = Gatherer(run, _Link(info, run_id, store))  # type: ignore[attr-defined]
+            link = _Link(info, run_id, store)
+            side: Gatherer | IngestSide
+            if transport_kind() == "gloo":
+                side = Gatherer(run, link)
+            else:
+                side = IngestSide(run, link, kwargs.get("store"), apply=mode != "offline")
+            run._gatherer = side  # type: ignore[attr-defined]
         return run
     if not gather:
         return _disabled(info, project, name, run_id)
     assert run_id is not None  # _agree_on_run_id gave one whenever gather is true
-    shipper = Shipper(info, _Link(info, run_id, store))
+    link_class = _Link if transport_kind() == "gloo" else _SocketLink
+    shipper = Shipper(info, link_class(info, run_id, store))
     run = Run(
         run_id=run_id,
         project=project,

@@ -1,4 +1,9 @@
-"""Messages from every rank to the writer over a private gloo process group.
+"""The job's c10d store (the coordinator's rendezvous), and the gloo transport.
+
+``job_store`` and ``horovod_store`` find or make the store every transport meets
+through. The rest of this module is the ``TRACKER_RANK_TRANSPORT=gloo`` transport:
+messages from every rank to the writer over a private gloo process group (a full mesh;
+the default transport is plain sockets, ``wire.py``).
 
 The group is built directly on the job's c10d store (under a key prefix of ours), not
 with ``new_group``: ``new_group`` must be called by every rank at the same point of the
