@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Collection
 
 from .errors import one_line, say_loudly
 from .journal import SegmentScan, read_records
@@ -24,13 +25,26 @@ _REPLAY_BATCH = 200_000
 
 
 def replay_run(
-    store: Store, run_id: str, *, from_start: bool = False, applier: Applier | None = None
+    store: Store,
+    run_id: str,
+    *,
+    from_start: bool = False,
+    applier: Applier | None = None,
+    segments: Collection[str] | None = None,
+    record_by_record: bool = False,
 ) -> int:
     """Apply every journal record of ``run_id`` the store has not applied; return ops applied.
 
     With ``from_start`` every segment is read from its beginning, and each record the
     store already holds (at or before its recorded offset) is skipped: a record's points
     are stored once however often a journal is replayed.
+
+    Records are applied in batches, each recorded as applied up to its last record; that
+    is exact only while no other process applies the same segment. ``segments`` limits
+    the replay to those segment names (a live writer catches up its own segment only:
+    beside it, a distributed run's ingest process applies its own), and
+    ``record_by_record`` applies one record per batch, which is exact even when another
+    process applies the segment at the same time (``tracker sync`` of a live run).
     """
     applier = applier or store.applier(run_id)
     scans: list[SegmentScan] = []
@@ -41,6 +55,8 @@ def replay_run(
             applier,
             {} if from_start else store.applied_offsets(run_id),
             scans,
+            segments=segments,
+            batch_records=1 if record_by_record else _REPLAY_BATCH,
         )
     finally:
         # Even if applying failed part way: what was skipped before that is gone.
@@ -69,18 +85,25 @@ def _replay(
     applier: Applier,
     offsets: dict[str, int],
     scans: list[SegmentScan] | None = None,
+    *,
+    segments: Collection[str] | None = None,
+    batch_records: int = 0,
 ) -> int:
     """Apply the intact records after ``offsets``; resyncs past damaged ones, whose
     scan statistics are appended to ``scans``."""
     total = 0
+    batch_records = batch_records or _REPLAY_BATCH
     # A store that sends batches over a network bounds their bytes too (a server's client).
     max_bytes = getattr(store, "replay_batch_bytes", None) or float("inf")
     for segment in store.segments(run_id):
+        if segments is not None and segment.name not in segments:
+            continue
         start = offsets.get(segment.name, 0)
         batch: list = []
         end = start  # end offset of the last record in batch (set with every record)
         previous = start  # end offset of the last record read
         size = 0  # journal bytes of the records in batch
+        records = 0  # records in batch
         scan = SegmentScan()
         if scans is not None:
             scans.append(scan)  # filled in as the records are read
@@ -91,11 +114,13 @@ def _replay(
             batch.extend(ops)
             end = end_offset
             size += record_bytes
-            if len(batch) >= _REPLAY_BATCH or size >= max_bytes:
+            records += 1
+            if len(batch) >= _REPLAY_BATCH or size >= max_bytes or records >= batch_records:
                 applier.apply(batch, (segment.name, end))
                 total += len(batch)
                 batch = []
                 size = 0
+                records = 0
         if batch:
             applier.apply(batch, (segment.name, end))
             total += len(batch)
@@ -186,7 +211,8 @@ def _sync_run(store: Store, run_id: str) -> None:
     if idle:
         recover_run(store, run_id)
     else:
-        replay_run(store, run_id)
+        # Its live writers apply as they go: record by record, nothing is stored twice.
+        replay_run(store, run_id, record_by_record=True)
 
 
 def journal_backlog(store: Store) -> dict[str, int]:

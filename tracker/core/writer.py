@@ -660,7 +660,11 @@ class Writer:
         """Apply from the journal what the store lacks; whether it then holds ``target``
         (a failure is recorded, and timed retries back off)."""
         try:
-            replay_run(self.store, self.run_id, applier=self.applier)
+            # Its own segment only: another live process may apply another (the ingest of
+            # a distributed run), and two appliers of one segment could store a record twice.
+            replay_run(
+                self.store, self.run_id, applier=self.applier, segments={self.journal.path.name}
+            )
             applied = self.store.applied_offsets(self.run_id).get(target[0], 0) if target else 0
         except Exception as exc:  # noqa: BLE001
             self._ship_failed = True
