@@ -125,3 +125,45 @@ def test_a_rank_silent_while_others_log_is_reported_once(
     silent = [e for e in events if e["kind"] == "silent_rank"]
     assert [(e["rank"], e["step"], e["host"]) for e in silent] == [(1, 1, socket.gethostname())]
     assert "has logged nothing for" in silent[0]["message"]
+
+
+def test_a_store_that_blocks_never_stops_the_ingest_reading_its_ranks(store: str) -> None:
+    # A database another process holds locked (or a hung server) blocks the ingest's
+    # applies; the ranks' batches must still be read and journaled meanwhile, or their
+    # sends would time out and the ranks would stop shipping.
+    import sqlite3
+
+    run, ingest, address = _start(store, 2)
+    run.flush()
+    sock = _node(address, [1])
+    journals = Path(store) / "journal" / run.id
+    mine = {p.name for p in journals.glob("*.jnl")}
+
+    def journaled() -> int:
+        return sum(p.stat().st_size for p in journals.glob("*.jnl") if p.name not in mine)
+
+    def wait_past(size: int) -> int:
+        deadline = time.monotonic() + 10
+        while journaled() <= size and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return journaled()
+
+    lock = sqlite3.connect(Path(store) / "store.db", timeout=0, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        sock.sendall(wire.frame(wire.DATA, 1, _points(1, range(5))))
+        first = wait_past(0)
+        assert first > 0
+        time.sleep(1.5)  # the ingest is now blocked applying that batch
+        sock.sendall(wire.frame(wire.DATA, 1, _points(1, range(5, 10))))
+        assert wait_past(first) > first  # read and journaled while the store is locked
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    sock.sendall(wire.frame(wire.BYE, 1, b""))
+    report = ingest.finish(30)
+    sock.close()
+    run.close()
+    assert report is not None and report["missing"] == []
+    r = tracker.read_run(run.id, store=store)
+    assert r["loss"].fetch_values(rank=1).step.tolist() == list(range(10))

@@ -162,3 +162,13 @@ def test_a_rank_that_stops_logging_becomes_a_silent_rank_event_and_its_points_ar
     found = {(e["kind"], e["rank"], e["path"], e["step"]) for e in events}
     assert ("nonfinite", 1, "loss", 1) in found, events
     assert ("threshold", 1, "loss", 2) in found, events
+
+
+def test_a_run_opened_again_while_open_keeps_one_ingest_for_both_openings(store: str) -> None:
+    proc = _standalone(store, "reopen", 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "INGESTS 1 True" in proc.stdout, proc.stdout
+    assert "did not finish" not in proc.stderr, proc.stderr[-3000:]
+    r = tracker.read_run(_run_id(proc.stdout), store=store)
+    assert r.status == "finished"
+    assert r["loss"].fetch_values(rank=1).value.tolist() == [10.0, 11.0]

@@ -33,6 +33,7 @@ the run); or rank 0's choice published in the job's c10d store (or Horovod broad
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -64,6 +65,12 @@ DEFAULT_CONNECT_TIMEOUT_S = 600.0
 def close_timeout() -> float:
     """How long closing waits for other ranks (TRACKER_RANK_CLOSE_TIMEOUT, seconds)."""
     return float(os.environ.get("TRACKER_RANK_CLOSE_TIMEOUT", DEFAULT_CLOSE_TIMEOUT_S))
+
+
+def send_timeout() -> float:
+    """How long one send of a rank may wait on a leader or ingest that does not read:
+    as long as closing waits for a rank (an ingest may be busy that long)."""
+    return max(1.0, close_timeout())
 
 
 def derived_run_id(job_id: str, project: str, name: str | None) -> str:
@@ -164,20 +171,42 @@ class _Sender:
         self.node = node
         self.ingest = ingest
         self.leader = leader
-        self.sock.sendall(wire.hello(info.rank, node, ingest["token"]))
+        # This opening of the rank's run: the ingest waits for the goodbye of each.
+        self.sender = os.urandom(8).hex()
+        self._seq = 0  # the next frame's number: the ingest counts the ones that never came
+        self._direct = False  # already fell back to the ingest: no second chance
+        self.sock.settimeout(send_timeout())
+        self.sock.sendall(self._hello())
+
+    def _hello(self) -> bytes:
+        return wire.hello(self.info.rank, self.node, self.ingest["token"], self.sender)
 
     def send(self, kind: int, payload: bytes) -> None:
-        data = wire.frame(wire.BYE if kind == transport.BYE else wire.DATA, self.info.rank, payload)
+        """Send one frame; raises OSError once neither the leader nor the ingest takes
+        it within ``send_timeout()`` (the rank then stops shipping)."""
+        numbered = wire.SEQ.pack(int(self.sender, 16), self._seq) + payload
+        self._seq += 1
+        tag = wire.BYE_N if kind == transport.BYE else wire.DATA_N
+        data = wire.frame(tag, self.info.rank, numbered)
         try:
             self.sock.sendall(data)
         except OSError:
-            # The leader is gone: this rank goes to the ingest directly (still O(1)).
+            # The leader is gone or stuck: this rank goes to the ingest directly (still
+            # O(1)), once. A frame cut short there is dropped whole by its reader.
             self.sock.close()
-            self.sock = wire.connect_tcp(self.ingest["hosts"], self.ingest["port"])
-            hello = wire.hello(self.info.rank, self.node, self.ingest["token"])
-            self.sock.sendall(hello + data)
+            if self._direct:
+                raise
+            self._direct = True
+            timeout = send_timeout()
+            self.sock = wire.connect_tcp(wire.hosts_for(self.ingest), self.ingest["port"], timeout)
+            self.sock.settimeout(timeout)
+            self.sock.sendall(self._hello() + data)
         if kind == transport.BYE:
-            self.sock.close()  # before waiting on the leader, which waits for this end
+            # Shut down, not just closed: a forked child (a DataLoader worker) holding
+            # the socket must not keep the leader waiting for this end.
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+            self.sock.close()
             if self.leader is not None:
                 self.leader.finish(close_timeout())
 
@@ -200,8 +229,8 @@ class _SocketLink(_Link):
         if node == ingest["node"]:
             sock = self._local_or_direct(ingest["local"], ingest)
         elif self._leads(store, node):
-            upstream = wire.connect_tcp(ingest["hosts"], ingest["port"])
-            leader = NodeLeader(upstream, ingest["token"])
+            upstream = wire.connect_tcp(wire.hosts_for(ingest), ingest["port"])
+            leader = NodeLeader(upstream, ingest["token"], send_timeout(), info.local_world_size)
             store.set(self.prefix + f"node/{node}", leader.name)
             sock = wire.connect_local(leader.name)
         else:
@@ -224,7 +253,7 @@ class _SocketLink(_Link):
         try:
             return wire.connect_local(name)
         except OSError:
-            return wire.connect_tcp(ingest["hosts"], ingest["port"])
+            return wire.connect_tcp(wire.hosts_for(ingest), ingest["port"])
 
 
 def _store_now(info: RankInfo) -> Any | None:
@@ -374,9 +403,8 @@ class IngestSide:
         self.result: dict[str, Any] | None = None  # the ingest's report, once it ended
         self._stop = threading.Event()
         self._published = False
-        self._thread = threading.Thread(
-            target=self._publish, name="tracker-rendezvous", daemon=True
-        )
+        self._links = [link]
+        self._threads: list[threading.Thread] = []
         self.proc: IngestProcess | None = None
         try:
             self.proc = self._start(store, apply)
@@ -388,7 +416,24 @@ class IngestSide:
                 stacklevel=4,
             )
             return
-        self._thread.start()
+        self._rendezvous(link)
+
+    def _rendezvous(self, link: _Link) -> None:
+        thread = threading.Thread(
+            target=self._publish, args=(link,), name="tracker-rendezvous", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def reopened(self, link: _Link) -> bool:
+        """The run was opened again in this process (``link`` is that opening's): the
+        same ingest serves it, its address published for the new opening's ranks too.
+        False when this ingest cannot (it is gone): the caller starts another."""
+        if self.proc is None or self.proc.proc.poll() is not None or self._stop.is_set():
+            return False
+        self._links.append(link)
+        self._rendezvous(link)
+        return True
 
     def _start(self, store: Any, apply: bool) -> IngestProcess:
         run, link = self.run, self.link
@@ -407,6 +452,10 @@ class IngestSide:
             rules=self._rules,
             on_active=self._active,
         )
+
+    def _release(self) -> None:
+        for link in self._links:
+            link.release()
 
     def _active(self) -> None:
         watcher = getattr(self.run._writer, "watcher", None)
@@ -427,7 +476,7 @@ class IngestSide:
         watcher = getattr(self.run._writer, "watcher", None)
         return None if watcher is None else watcher.rules
 
-    def _publish(self) -> None:
+    def _publish(self, link: _Link) -> None:
         assert self.proc is not None  # started only once the process is
         try:
             address = self.proc.wait_ready(120.0)
@@ -439,7 +488,7 @@ class IngestSide:
                     stacklevel=1,
                 )
                 return
-            store = self.link.wait_for_store(self._stop)
+            store = link.wait_for_store(self._stop)
             if store is None:
                 if not self._stop.is_set():
                     warnings.warn(
@@ -449,7 +498,7 @@ class IngestSide:
                         stacklevel=1,
                     )
                 return
-            store.set(self.link.prefix + "ingest", json.dumps(address))
+            store.set(link.prefix + "ingest", json.dumps(address))
             self._published = True
         except Exception as exc:  # noqa: BLE001 - the run goes on without the others
             warnings.warn(
@@ -463,20 +512,21 @@ class IngestSide:
         """Wait (at most ``timeout`` s) for every rank's goodbye; the ingest then makes
         what it took durable and exits."""
         if self.proc is None:
-            self.link.release()
+            self._release()
             return
         if not self._published and not self.link.can_connect():
             timeout = 0.0  # no store and none coming: no rank can reach us
         else:
             # A short script can close before the address is out: the ranks wait for it.
             started = time.monotonic()
-            self._thread.join(timeout)
+            for thread in self._threads:
+                thread.join(max(0.0, timeout - (time.monotonic() - started)))
             timeout = max(0.0, timeout - (time.monotonic() - started))
         self._stop.set()
         result = self.result = self.proc.finish(timeout)
         # Held until now: under Horovod the store is served by this very process, and a
         # rank still on its way to the address reads it there.
-        self.link.release()
+        self._release()
         if result is None:
             warnings.warn(
                 "tracker: rank 0's ingest process ended without a report; what it journaled "
@@ -554,11 +604,15 @@ def shipment(queued: list[Any], rank: int) -> bytes:
 class Shipper:
     """The ``ops.Writer`` of a non-writer rank: batches its ops and sends them to rank 0."""
 
-    # No back-pressure: what a rank logs leaves the process every flush interval.
+    # No back-pressure: what a rank logs leaves the process every flush interval. Once
+    # it cannot (``_give_up``), the limit drops to 0 and each log call empties the queue.
     max_queue = 1 << 62
 
     def wait_for_room(self) -> None:
-        pass
+        if self._gone:
+            n = len(self.queue)
+            self.queue.clear()
+            self.dropped += n
 
     def __init__(self, info: RankInfo, link: _Link, flush_interval: float = 0.5) -> None:
         self.info = info
@@ -577,6 +631,7 @@ class Shipper:
         self._done = 0
         self._gone = False
         self._connected = False
+        self.dropped = 0  # operations logged after shipping stopped, not recorded
         self._thread = threading.Thread(target=self._loop, name="tracker-shipper", daemon=True)
         self._thread.start()
 
@@ -588,6 +643,11 @@ class Shipper:
         try:
             gloo = self.link.connect(self._stop)
             if gloo is None:
+                if not self._stop.is_set():
+                    self._give_up(
+                        f"rank 0 did not publish where to send within "
+                        f"{DEFAULT_CONNECT_TIMEOUT_S:g} s"
+                    )
                 return
             self._connected = True
             while True:
@@ -607,12 +667,7 @@ class Shipper:
                     self._done = requested
                     self._cv.notify_all()
         except Exception as exc:  # noqa: BLE001 - never take the training loop down
-            warnings.warn(
-                f"tracker: rank {self.info.rank} cannot send to rank 0 ({exc}); its later "
-                "metrics are not recorded",
-                RuntimeWarning,
-                stacklevel=1,
-            )
+            self._give_up(str(exc) or type(exc).__name__)
         finally:
             gloo = None
             self.link.release()
@@ -621,13 +676,29 @@ class Shipper:
                 self._done = self._requested
                 self._cv.notify_all()
 
+    def _give_up(self, why: str) -> None:
+        # From here on nothing leaves: the queue must not grow for the rest of the job.
+        self._gone = True
+        self.max_queue = 0
+        self.dropped += len(self.queue)
+        self.queue.clear()
+        warnings.warn(
+            f"tracker: rank {self.info.rank} cannot send to rank 0 ({why}); its later "
+            "metrics are not recorded (dropped and counted in the shipper's 'dropped')",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+
     def flush(self, timeout: float | None = None) -> None:
+        """Wait until what was logged is sent (not durable: nothing comes back); at most
+        ``timeout`` s, or as long as closing waits for a rank."""
         with self._cv:
             self._requested += 1
             target = self._requested
         self._wake.set()
+        limit = close_timeout() if timeout is None else timeout
         with self._cv:
-            self._cv.wait_for(lambda: self._done >= target or self._gone, timeout)
+            self._cv.wait_for(lambda: self._done >= target or self._gone, limit)
 
     def close(self, timeout: float | None = None) -> None:
         self._closing = True
@@ -705,8 +776,11 @@ def open_distributed_run(
             # (WriterRun.close reads it with getattr for that reason).
             link = _Link(info, run_id, store)
             side: Gatherer | IngestSide
+            earlier = getattr(run, "_gatherer", None)
             if transport_kind() == "gloo":
                 side = Gatherer(run, link)
+            elif isinstance(earlier, IngestSide) and earlier.reopened(link):
+                side = earlier  # the run this process has open: its ingest goes on
             else:
                 side = IngestSide(run, link, kwargs.get("store"), apply=mode != "offline")
             run._gatherer = side  # type: ignore[attr-defined]

@@ -25,11 +25,13 @@ here instead.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import functools
 import json
 import logging
 import os
+import select
 import selectors
 import signal
 import socket
@@ -51,6 +53,12 @@ ORPHAN_GRACE_S = 2.0
 # A batch is made durable this often, or sooner once it holds this many ops.
 CYCLE_S = 0.5
 CYCLE_OPS = 50_000
+# Past the ranks' time at close, how long rank 0 waits for the ingest's last batch and
+# report, at most: the journal has what it took, and it finishes on its own.
+CLOSE_GRACE_S = 5.0
+# The store's location reaches the ingest in its environment: a command line is visible
+# to every user of the host, and a database URL may hold a password.
+STORE_ENV = "TRACKER_INGEST_STORE"
 
 
 # -- rank 0's side -----------------------------------------------------------------------
@@ -78,6 +86,12 @@ class IngestProcess:
         self._done = threading.Event()
         self._stop = threading.Event()
         self._write_lock = threading.Lock()
+        # What is written to the ingest's stdin never blocks rank 0 (an ingest that stops
+        # reading would hold its close forever): lines that must arrive wait here, beats
+        # are dropped while the pipe is full.
+        self._unsent = bytearray()
+        if proc.stdin is not None:
+            os.set_blocking(proc.stdin.fileno(), False)
         # A child forked by the training process (a DataLoader worker) would hold the
         # ingest's stdin open and hide rank 0's death from it: the child closes its copy.
         self._stdin_fd = [proc.stdin.fileno() if proc.stdin is not None else -1]
@@ -114,8 +128,6 @@ class IngestProcess:
             "--node",
             node,
         ]
-        if store is not None:
-            cmd += ["--store", os.fspath(store)]
         if not apply:
             cmd.append("--no-apply")
         if stats:
@@ -128,6 +140,9 @@ class IngestProcess:
         # The child must import this very tracker, wherever the script found it.
         here = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+        env.pop(STORE_ENV, None)
+        if store is not None:
+            env[STORE_ENV] = os.fspath(store)
         proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
@@ -177,7 +192,7 @@ class IngestProcess:
                 if current is not rules:
                     rules = current
                     fields = [dataclasses.asdict(rule) for rule in (current or {}).values()]
-                    self._send(f"rules {json.dumps(fields)}\n")
+                    self._send(f"rules {json.dumps(fields)}\n", keep=True)
             if tick % 5:
                 continue
             try:
@@ -186,19 +201,51 @@ class IngestProcess:
                 continue
             if now != last:
                 last = now
-                self._send(f"beat {json.dumps(now)}\n")
+                self._send(f"beat {json.dumps(now)}\n", keep=False)
+            else:
+                self._send("", keep=True)  # what waited for room in the pipe
 
-    def _send(self, line: str) -> bool:
-        stdin = self.proc.stdin
-        if stdin is None:
-            return False
+    def _send(self, line: str, keep: bool) -> bool:
+        """Write ``line`` without blocking; False if none of it could go now. A line
+        to ``keep`` waits for room behind the ones before it; any other is dropped."""
         with self._write_lock:
+            fd = self._stdin_fd[0]
+            if fd < 0:
+                return False
+            unsent = self._unsent
+            if keep or not unsent:
+                unsent += line.encode()
+            else:
+                return False  # a beat behind lines still waiting: the next one comes
+            queued = len(unsent)
             try:
-                stdin.write(line.encode())
-                stdin.flush()
-            except (OSError, ValueError):
+                while unsent:
+                    unsent[: os.write(fd, unsent)] = b""
+            except BlockingIOError:
+                pass
+            except OSError:
+                unsent.clear()
+                return False
+            if not keep and unsent and len(unsent) == queued:
+                del unsent[-len(line) :]  # a beat that found no room: the next one comes
                 return False
         return True
+
+    def _send_by(self, line: str, deadline: float) -> bool:
+        """Write ``line`` (and what waited before it), waiting for room until ``deadline``."""
+        self._send(line, keep=True)
+        while True:
+            with self._write_lock:
+                if not self._unsent or self._stdin_fd[0] < 0:
+                    return not self._unsent
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                select.select([], [self._stdin_fd[0]], [], min(left, 0.1))
+            except (OSError, ValueError):
+                return False
+            self._send("", keep=True)
 
     def wait_ready(self, timeout: float) -> dict[str, Any] | None:
         self._ready.wait(timeout)
@@ -208,13 +255,19 @@ class IngestProcess:
         """Wait up to ``timeout`` s for every rank's goodbye; then the ingest makes what
         it has durable and exits. Returns its report (None if it gave none)."""
         self._stop.set()
-        self._send(f"close {max(0.0, timeout)}\n")
-        # Past the ranks' time, the last batch is journaled and applied.
-        self._done.wait(timeout + 30.0)
-        self.end()
+        timeout = max(0.0, timeout)
+        deadline = time.monotonic() + timeout + CLOSE_GRACE_S
+        # An ingest that stopped reading (stopped, stuck) is left to finish on its own
+        # once it can: its journal has what it took, and the end of stdin ends it.
+        if self._send_by(f"close {timeout}\n", deadline):
+            # Past the ranks' time, the last batch is journaled and applied.
+            self._done.wait(max(0.0, deadline - time.monotonic()))
+        self.end(max(0.5, deadline - time.monotonic()))
         return self.result
 
-    def end(self) -> None:
+    def end(self, timeout: float = CLOSE_GRACE_S) -> None:
+        """Close the ingest's stdin (it finishes what it took and exits); wait for it
+        at most ``timeout`` s, past which it is left to finish on its own."""
         self._stop.set()
         stdin = self.proc.stdin
         if stdin is not None:
@@ -225,10 +278,15 @@ class IngestProcess:
                 except OSError:
                     pass
         try:
-            self.proc.wait(35.0)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            warnings.warn(
+                f"tracker: rank 0's ingest process (pid {self.proc.pid}) has not finished "
+                f"within {timeout:.0f} s; it finishes on its own, and what it journaled is "
+                "applied when the run is next read",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
 
 def _close_in_child(holder: list[int]) -> None:
@@ -243,14 +301,20 @@ def _close_in_child(holder: list[int]) -> None:
 
 
 class _Conn:
-    __slots__ = ("sock", "reader", "ranks", "remote", "trusted")
+    __slots__ = ("sock", "reader", "ranks", "remote", "since")
 
     def __init__(self, sock: socket.socket, remote: bool) -> None:
         self.sock = sock
-        self.reader = wire.FrameReader()
+        # Trusted once a HELLO with the job's token came first; until then it may hold
+        # only that HELLO.
+        self.reader = wire.FrameReader(untrusted=True)
         self.ranks: set[int] = set()  # ranks heard through this connection
         self.remote = remote
-        self.trusted = False  # a HELLO with the job's token came first
+        self.since = time.monotonic()
+
+    @property
+    def trusted(self) -> bool:
+        return self.reader.trusted
 
 
 class Ingest:
@@ -262,11 +326,29 @@ class Ingest:
         self.args = args
         self.run_id: str = args.run_id
         self.world_size: int = args.world_size
-        self.store = open_store(args.store)
+        self.store = open_store(os.environ.pop(STORE_ENV, None))
         self.applier = self.store.applier(self.run_id) if args.apply else None
         self.journal: Any = None  # JournalWriter, made with the first batch
+        # Journaled but not yet fsynced (the sync failed): (batch, segment, end). Only
+        # the sync is retried; the batch is in the journal once already.
+        self.unsynced: list[tuple[list[Any], str, int]] = []
+        self.sync_retry_at = 0.0
         self.behind = False
         self.retry_at = 0.0
+        # Applying runs on a thread of its own: a store that is slow or away (a hung
+        # server, a locked database) must never stop this loop reading the ranks'
+        # sockets, or their sends would time out and they would stop shipping. What is
+        # journaled and fsynced is safe; the store catches up from the journal.
+        self._to_apply: collections.deque[tuple[list[Any], str, int]] = collections.deque()
+        self._apply_cv = threading.Condition()
+        self._applying = False
+        self._apply_stop = False
+        self._apply_thread: threading.Thread | None = None
+        if self.applier is not None:
+            self._apply_thread = threading.Thread(
+                target=self._apply_loop, name="tracker-ingest-apply", daemon=True
+            )
+            self._apply_thread.start()
         self.sel = selectors.DefaultSelector()
         self.token = os.urandom(16).hex()
         self.local_name = wire.local_name("ingest")
@@ -283,6 +365,16 @@ class Ingest:
         self.pending: list[Any] = []
         self.pending_ops = 0
         self.hosts: dict[int, dict[str, Any]] = {}
+        self.untrusted: dict[socket.socket, _Conn] = {}  # in the order they came
+        self.paused: dict[socket.socket, float] = {}  # listeners out of fds: until when
+        # A rank's run may be opened more than once in its process: it is done when
+        # each opening (each sender it said HELLO from) said goodbye.
+        self.senders: dict[int, set[Any]] = {}
+        self.byes: dict[int, int] = {}
+        # Numbered frames: the next number expected of each sender, and the numbers
+        # skipped (lost with a leader that died holding them, unless they come late).
+        self.next_seq: dict[tuple[int, int], int] = {}
+        self.missing: dict[tuple[int, int], set[int]] = {}
         self.said_bye: set[int] = set()
         self.lost: set[int] = set()
         self.failed: dict[int, str] = {}
@@ -314,6 +406,18 @@ class Ingest:
         }
 
     def poll(self, timeout: float) -> None:
+        if self.paused:
+            now = time.monotonic()
+            for listener, until in list(self.paused.items()):
+                if now >= until:
+                    del self.paused[listener]
+                    self.sel.register(listener, selectors.EVENT_READ, None)
+                else:
+                    timeout = min(timeout, until - now)
+        if self.untrusted:
+            stale = time.monotonic() - wire.HELLO_TIMEOUT_S
+            for conn in [c for c in self.untrusted.values() if c.since < stale]:
+                self._drop(conn)
         for key, _mask in self.sel.select(timeout):
             if key.data == "stdin":
                 self._read_stdin()
@@ -325,10 +429,23 @@ class Ingest:
     def _accept(self, listener: socket.socket) -> None:
         try:
             sock, _ = listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
         except OSError:
+            # Out of file descriptors (or memory): the listener stays readable, and
+            # taking it up again at once would spin. Rest it, and free the oldest
+            # connection that has not proved itself.
+            self.sel.unregister(listener)
+            self.paused[listener] = time.monotonic() + 0.2
+            if self.untrusted:
+                self._drop(next(iter(self.untrusted.values())))
             return
         sock.setblocking(False)
-        self.sel.register(sock, selectors.EVENT_READ, _Conn(sock, listener is self.tcp))
+        conn = _Conn(sock, listener is self.tcp)
+        self.sel.register(sock, selectors.EVENT_READ, conn)
+        self.untrusted[sock] = conn
+        if len(self.untrusted) > wire.MAX_UNTRUSTED:
+            self._drop(next(iter(self.untrusted.values())))
 
     def _read_conn(self, conn: _Conn) -> None:
         try:
@@ -344,16 +461,23 @@ class Ingest:
         self.stats["bytes"] += len(data)
         try:
             frames = conn.reader.feed(data)
+            while frames:
+                trusted = conn.trusted
+                for kind, rank, payload in frames:
+                    if not self._frame(conn, kind, rank, payload):
+                        _warn(
+                            "tracker: the ingest refused a connection that is not one of the job's"
+                        )
+                        self._drop(conn)
+                        return
+                # Just trusted: what came after its HELLO was held back until now.
+                frames = conn.reader.feed(b"") if conn.trusted and not trusted else []
         except ValueError:
+            _warn("tracker: the ingest refused a connection that is not one of the job's")
             self._drop(conn)
-            return
-        for kind, rank, payload in frames:
-            if not self._frame(conn, kind, rank, payload):
-                _warn("tracker: the ingest refused a connection that is not one of the job's")
-                self._drop(conn)
-                return
 
     def _drop(self, conn: _Conn) -> None:
+        self.untrusted.pop(conn.sock, None)
         self.sel.unregister(conn.sock)
         conn.sock.close()
         # A connection that ends before its ranks said goodbye: they (or their leader)
@@ -369,26 +493,60 @@ class Ingest:
             who = wire.hello_fields(payload, self.token)
             if who is None:
                 return False
-            conn.trusted = True
+            conn.reader.trust()
+            self.untrusted.pop(conn.sock, None)
             who.pop("token", None)
+            sender = who.pop("sender", None)
             self.hosts[rank] = who
             conn.ranks.add(rank)
             self.lost.discard(rank)
+            senders = self.senders.setdefault(rank, set())
+            if sender not in senders:
+                senders.add(sender)
+                self.said_bye.discard(rank)  # a new opening of its run: not done yet
             self.last_points.setdefault(rank, time.monotonic())
             self.last_wall.setdefault(rank, time.time())
         elif not conn.trusted:
             return False
+        elif kind in (wire.DATA_N, wire.BYE_N):
+            if len(payload) < wire.SEQ.size:
+                return False
+            self._number(rank, *wire.SEQ.unpack_from(payload))
+            plain = wire.DATA if kind == wire.DATA_N else wire.BYE
+            self.stats["frames"] -= 1  # counted once, as the plain frame it holds
+            return self._frame(conn, plain, rank, payload[wire.SEQ.size :])
         elif kind in (wire.DATA, wire.BYE):
             conn.ranks.add(rank)
             if payload:
                 self._take(rank, payload)
             if kind == wire.BYE:
-                self.said_bye.add(rank)
+                # Done on this connection: its end no longer says the rank died (the
+                # rank may go on through another opening of its run).
+                conn.ranks.discard(rank)
+                self.byes[rank] = self.byes.get(rank, 0) + 1
+                if self.byes[rank] >= len(self.senders.get(rank, ())):
+                    self.said_bye.add(rank)
                 self.lost.discard(rank)
         elif kind == wire.GONE:
             if rank not in self.said_bye:
                 self.lost.add(rank)
         return True
+
+    def _number(self, rank: int, sender: int, seq: int) -> None:
+        key = (rank, sender)
+        expected = self.next_seq.get(key, 0)
+        if seq > expected:
+            self.missing.setdefault(key, set()).update(range(expected, min(seq, expected + 10**6)))
+        elif seq < expected:
+            self.missing.get(key, set()).discard(seq)  # late, by another path: not lost
+        self.next_seq[key] = max(expected, seq + 1)
+
+    def lost_batches(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for (rank, _sender), seqs in self.missing.items():
+            if seqs:
+                out[rank] = out.get(rank, 0) + len(seqs)
+        return out
 
     def _take(self, rank: int, payload: bytes) -> None:
         from ..core import ops
@@ -510,8 +668,11 @@ class Ingest:
                     _warn(f"tracker: the ingest's watcher failed ({exc}); it is off")
                     self.watcher = None
             self._durable(batch)
-        if self.behind and time.monotonic() >= self.retry_at:
-            self._catch_up()
+        elif self.unsynced and time.monotonic() >= self.sync_retry_at:
+            self._sync()
+        if self.behind:
+            with self._apply_cv:
+                self._apply_cv.notify_all()  # its catch-up is due at retry_at
 
     def _durable(self, batch: list[Any]) -> None:
         from ..core.journal import JournalWriter
@@ -522,22 +683,85 @@ class Ingest:
             self.journal = JournalWriter(Path(directory) / name)
         try:
             _start, end = self.journal.append(batch)
-            self.journal.sync()
         except OSError as exc:
+            # The journal cut the failed record back off: appending it again is safe.
             _warn(f"tracker: the ingest could not journal ({exc}); retrying")
             self.pending[:0] = batch  # in order, before what came since
             return
+        self.unsynced.append((batch, self.journal.path.name, end))
+        self._sync()
+
+    def _sync(self) -> bool:
+        """Make what was journaled durable, then apply it; False while the sync fails."""
+        try:
+            self.journal.sync()
+        except OSError as exc:
+            if not self.sync_retry_at:
+                _warn(f"tracker: the ingest could not make its journal durable ({exc}); retrying")
+            self.sync_retry_at = time.monotonic() + CYCLE_S
+            return False
+        self.sync_retry_at = 0.0
+        done, self.unsynced = self.unsynced, []
+        for batch, segment, end in done:
+            self._apply(batch, segment, end)
+        return True
+
+    def _apply(self, batch: list[Any], segment: str, end: int) -> None:
+        """Hand a durable record to the apply thread."""
         self.stats["batches"] += 1
         if self.args.stats:
             self._note_delay(batch, time.time())
-        if self.applier is None or self.behind:
+        if self.applier is None:
             return
-        try:
-            self.applier.apply(batch, (self.journal.path.name, end))
-        except Exception as exc:  # noqa: BLE001 - the journal holds it; catch up later
-            self.behind = True
-            self.retry_at = time.monotonic() + 1.0
-            _warn(f"tracker: the ingest could not apply to the store ({exc}); its journal has it")
+        with self._apply_cv:
+            self._to_apply.append((batch, segment, end))
+            self._apply_cv.notify_all()
+
+    def _apply_loop(self) -> None:
+        assert self.applier is not None
+        while True:
+            with self._apply_cv:
+                while (
+                    not self._to_apply
+                    and not self._apply_stop
+                    and not (self.behind and time.monotonic() >= self.retry_at)
+                ):
+                    self._apply_cv.wait(CYCLE_S)
+                if self._apply_stop and not self._to_apply:
+                    return
+                item = self._to_apply.popleft() if self._to_apply else None
+                self._applying = True
+            try:
+                if self.behind:
+                    # The journal holds this record too: the catch-up applies it in order.
+                    if time.monotonic() >= self.retry_at:
+                        self._catch_up()
+                elif item is not None:
+                    batch, segment, end = item
+                    try:
+                        self.applier.apply(batch, (segment, end))
+                    except Exception as exc:  # noqa: BLE001 - the journal holds it
+                        self.behind = True
+                        self.retry_at = time.monotonic() + 1.0
+                        _warn(
+                            f"tracker: the ingest could not apply to the store ({exc}); "
+                            "its journal has it"
+                        )
+            finally:
+                with self._apply_cv:
+                    self._applying = False
+                    self._apply_cv.notify_all()
+
+    def _stop_applying(self) -> None:
+        """Let the apply thread finish what it holds, then stop it."""
+        thread = self._apply_thread
+        if thread is None:
+            return
+        with self._apply_cv:
+            self._apply_stop = True
+            self._apply_cv.notify_all()
+        thread.join()
+        self._apply_thread = None
 
     def _catch_up(self) -> None:
         """Apply this ingest's own segment from the journal where the store lags it."""
@@ -642,8 +866,16 @@ class Ingest:
 
         for rank in sorted(self.lost - self.said_bye):
             self.pending.append(ops.set_value(f"ranks/{rank}/status", "str", "lost", time.time()))
+        for rank, count in sorted(self.lost_batches().items()):
+            # Batches the rank sent that never arrived: what is in the run lacks them.
+            self.pending.append(
+                ops.set_value(f"ranks/{rank}/lost_batches", "int", count, time.time())
+            )
         self.cycle()
-        if self.behind:
+        if self.unsynced:
+            self._sync()
+        self._stop_applying()
+        if self.behind and not self.unsynced:
             self._catch_up()
         self.finish()
 
@@ -662,6 +894,7 @@ class Ingest:
             "failed": {str(r): e for r, e in self.failed.items()},
             "missing": self.waiting_for(),
             "lost": sorted(self.lost),
+            "lost_batches": {str(r): n for r, n in self.lost_batches().items()},
             "behind": self.behind,
             "stats": {
                 **self.stats,
@@ -720,7 +953,6 @@ def _warn(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tracker.rank_utils.ingest")
-    parser.add_argument("--store", default=None)
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--world-size", type=int, required=True)
     parser.add_argument("--node", default="")

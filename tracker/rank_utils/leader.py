@@ -23,8 +23,14 @@ MAX_BUFFER = 4 << 20
 class NodeLeader:
     """Accepts the node's ranks on ``name`` and forwards to ``upstream``."""
 
-    def __init__(self, upstream: socket.socket, token: str) -> None:
+    def __init__(
+        self, upstream: socket.socket, token: str, send_timeout: float = 30.0, ranks: int = 1
+    ) -> None:
         self.token = token
+        self.expected = ranks  # the node's ranks: each says goodbye or its connection ends
+        # An ingest that stops reading must not hold this thread (and the node's ranks,
+        # whose sends then time out and go to the ingest directly) forever.
+        upstream.settimeout(send_timeout)
         self.name = wire.local_name("leader")
         self.listener = wire.listen_local(self.name)
         self.listener.setblocking(False)
@@ -33,8 +39,10 @@ class NodeLeader:
         self.sel.register(self.listener, selectors.EVENT_READ, None)
         self.out = bytearray()
         self.ranks: dict[socket.socket, set[int]] = {}
-        self.trusted: set[socket.socket] = set()  # said HELLO with the job's token
+        self.finished: set[int] = set()  # ranks that said goodbye or whose connection ended
         self.readers: dict[socket.socket, wire.FrameReader] = {}
+        self.untrusted: dict[socket.socket, float] = {}  # not yet said HELLO: since when
+        self._paused_until = 0.0  # out of file descriptors: accepting rests till then
         self.error: BaseException | None = None
         self._stop_at: float | None = None
         self._thread = threading.Thread(target=self._loop, name="tracker-leader", daemon=True)
@@ -44,6 +52,7 @@ class NodeLeader:
         last = time.monotonic()
         try:
             while True:
+                self._housekeep()
                 for key, _ in self.sel.select(INTERVAL_S):
                     if key.data is None:
                         self._accept()
@@ -53,7 +62,11 @@ class NodeLeader:
                 if self.out and (now - last >= INTERVAL_S or len(self.out) >= MAX_BUFFER):
                     self._send()
                     last = now
-                if self._stop_at is not None and (not self.ranks or now >= self._stop_at):
+                # Done once each of the node's ranks said goodbye or its connection ended
+                # (not once every socket closed: a rank's forked child, a DataLoader
+                # worker, may keep its socket open long after).
+                done = len(self.finished) >= self.expected and not any(self.ranks.values())
+                if self._stop_at is not None and (done or now >= self._stop_at):
                     break
             self._send()
         except OSError as exc:
@@ -66,15 +79,35 @@ class NodeLeader:
             self.upstream.close()
             self.sel.close()
 
+    def _housekeep(self) -> None:
+        now = time.monotonic()
+        if self._paused_until and now >= self._paused_until:
+            self._paused_until = 0.0
+            self.sel.register(self.listener, selectors.EVENT_READ, None)
+        stale = now - wire.HELLO_TIMEOUT_S
+        for sock in [s for s, since in self.untrusted.items() if since < stale]:
+            self._drop(sock)
+
     def _accept(self) -> None:
         try:
             sock, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
         except OSError:
+            # Out of file descriptors: the listener stays readable; rest it rather than
+            # spin, and free the oldest connection that has not said HELLO.
+            self.sel.unregister(self.listener)
+            self._paused_until = time.monotonic() + 0.2
+            if self.untrusted:
+                self._drop(next(iter(self.untrusted)))
             return
         sock.setblocking(False)
         self.ranks[sock] = set()
-        self.readers[sock] = wire.FrameReader()
+        self.readers[sock] = wire.FrameReader(untrusted=True)
+        self.untrusted[sock] = time.monotonic()
         self.sel.register(sock, selectors.EVENT_READ, "rank")
+        if len(self.untrusted) > wire.MAX_UNTRUSTED:
+            self._drop(next(iter(self.untrusted)))
 
     def _read(self, sock: socket.socket) -> None:
         try:
@@ -87,30 +120,38 @@ class NodeLeader:
             self._drop(sock)
             return
         ranks = self.ranks[sock]
+        reader = self.readers[sock]
         try:
-            frames = self.readers[sock].feed(data)
+            frames = reader.feed(data)
+            while frames:
+                trusted = reader.trusted
+                for kind, rank, payload in frames:
+                    if kind == wire.HELLO:
+                        if wire.hello_fields(payload, self.token) is None:
+                            self._drop(sock)  # not one of the job's: nothing goes upstream
+                            return
+                        reader.trust()
+                        self.untrusted.pop(sock, None)
+                    if kind in (wire.BYE, wire.BYE_N):
+                        ranks.discard(rank)
+                        self.finished.add(rank)
+                    else:
+                        ranks.add(rank)
+                    self.out += wire.frame(kind, rank, payload)
+                # Just trusted: what came after its HELLO was held back until now.
+                frames = reader.feed(b"") if reader.trusted and not trusted else []
         except ValueError:
-            self._drop(sock)
+            self._drop(sock)  # not one of the job's ranks: nothing of it goes upstream
             return
-        for kind, rank, payload in frames:
-            if kind == wire.HELLO and wire.hello_fields(payload, self.token) is not None:
-                self.trusted.add(sock)
-            elif sock not in self.trusted:
-                self._drop(sock)  # not one of the job's ranks: nothing of it goes upstream
-                return
-            if kind == wire.BYE:
-                ranks.discard(rank)
-            else:
-                ranks.add(rank)
-            self.out += wire.frame(kind, rank, payload)
         if len(self.out) >= MAX_BUFFER:
             self._send()
 
     def _drop(self, sock: socket.socket) -> None:
         for rank in self.ranks.pop(sock, ()):
             self.out += wire.frame(wire.GONE, rank)
+            self.finished.add(rank)
         self.readers.pop(sock, None)
-        self.trusted.discard(sock)
+        self.untrusted.pop(sock, None)
         self.sel.unregister(sock)
         sock.close()
 

@@ -7,14 +7,18 @@ Every message between ranks, node leaders and the writer's ingest is one frame::
 ``rank`` is the rank the frame is about (a leader forwards its ranks' frames as they
 are, so the ingest always knows whose they are). Kinds:
 
-- ``HELLO``: a rank joins; payload JSON ``{"host", "pid", "node", "token"}``. A
-  connection's frames count only after a HELLO carrying the token the ingest published
-  with its address in the job's store (the ports are reachable from the network).
+- ``HELLO``: a rank joins; payload JSON ``{"host", "pid", "node", "token", "sender"}``.
+  A connection must open with a HELLO (at most ``MAX_HELLO`` bytes) carrying the token
+  the ingest published with its address in the job's store (the ports are reachable
+  from the network); any other opening is dropped before more of it is read.
 - ``DATA``: a rank's operations since its last flush; payload the pickle of a list of
   journal operations (``coordinator.shipment``), read back with ``journal.decode``,
   which refuses anything but builtin values.
 - ``BYE``: the rank's last operations (its close among them); it leaves.
 - ``GONE``: from a leader: the rank's connection ended without ``BYE`` (it died).
+- ``DATA_N``, ``BYE_N``: ``DATA`` and ``BYE`` numbered: the payload opens with ``SEQ``
+  (the sender's id from its HELLO, the frame's number from 0), so that frames lost on
+  the way (a leader that died with some in hand) are counted where they went missing.
 
 A rank sends nothing when it logs nothing; nothing is ever sent back, so no rank waits
 on another. Nothing here imports torch: the scale benchmark's synthetic ranks speak
@@ -34,11 +38,19 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-HELLO, DATA, BYE, GONE = 1, 2, 3, 4
-KIND_NAMES = {HELLO: "hello", DATA: "data", BYE: "bye", GONE: "gone"}
+HELLO, DATA, BYE, GONE, DATA_N, BYE_N = 1, 2, 3, 4, 5, 6
+KIND_NAMES = {HELLO: "hello", DATA: "data", BYE: "bye", GONE: "gone", DATA_N: "data", BYE_N: "bye"}
 HEADER = struct.Struct("<IBI")
+SEQ = struct.Struct("<QI")  # sender id, frame number
 # A frame larger than this is a broken peer, not a rank's half second of metrics.
 MAX_FRAME = 1 << 30
+# Until a connection's HELLO carried the job's token, it may hold no more than this: the
+# ports are reachable from the network, and a stranger must not make us buffer a frame.
+MAX_HELLO = 4096
+# Connections accepted that have not said HELLO yet, at most; the oldest goes first.
+MAX_UNTRUSTED = 64
+# How long a connection may take to say HELLO (a rank sends it as it connects).
+HELLO_TIMEOUT_S = 10.0
 
 
 def frame(kind: int, rank: int, payload: bytes = b"") -> bytes:
@@ -46,9 +58,12 @@ def frame(kind: int, rank: int, payload: bytes = b"") -> bytes:
     return HEADER.pack(len(payload), kind, rank) + payload
 
 
-def hello(rank: int, node: str, token: str) -> bytes:
-    """A rank's first frame; ``token`` is the one the ingest published with its address."""
+def hello(rank: int, node: str, token: str, sender: str | None = None) -> bytes:
+    """A rank's first frame; ``token`` is the one the ingest published with its address.
+    ``sender`` tells one opening of the rank's run from another (a run opened again)."""
     who = {"host": socket.gethostname(), "pid": os.getpid(), "node": node, "token": token}
+    if sender is not None:
+        who["sender"] = sender
     return frame(HELLO, rank, json.dumps(who).encode())
 
 
@@ -65,12 +80,26 @@ def hello_fields(payload: bytes, token: str) -> dict[str, Any] | None:
 
 
 class FrameReader:
-    """Cuts a byte stream into frames; ``feed`` returns the frames completed by ``data``."""
+    """Cuts a byte stream into frames; ``feed`` returns the frames completed by ``data``.
 
-    __slots__ = ("_buf",)
+    With ``untrusted`` (a connection just accepted) the stream must open with a HELLO of
+    at most ``MAX_HELLO`` bytes, judged from its header alone, and ``feed`` returns that
+    one frame only: the caller checks its token and calls ``trust`` (then ``feed(b"")``
+    for what followed it) before any larger frame is taken in.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_buf", "_untrusted")
+
+    def __init__(self, untrusted: bool = False) -> None:
         self._buf = bytearray()
+        self._untrusted = untrusted
+
+    def trust(self) -> None:
+        self._untrusted = False
+
+    @property
+    def trusted(self) -> bool:
+        return not self._untrusted
 
     def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
         buf = self._buf
@@ -80,6 +109,8 @@ class FrameReader:
         size = len(buf)
         while size - pos >= HEADER.size:
             length, kind, rank = HEADER.unpack_from(buf, pos)
+            if self._untrusted and (kind != HELLO or length > MAX_HELLO):
+                raise ValueError("a connection that does not open with a HELLO: not a peer")
             if length > MAX_FRAME:
                 raise ValueError(f"frame of {length} bytes: not a tracker peer")
             end = pos + HEADER.size + length
@@ -87,6 +118,8 @@ class FrameReader:
                 break
             out.append((kind, rank, bytes(buf[pos + HEADER.size : end])))
             pos = end
+            if self._untrusted:
+                break
         if pos:
             del buf[:pos]
         return out
@@ -161,6 +194,20 @@ def connect_tcp(hosts: list[str], port: int, timeout: float = 10.0) -> socket.so
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
     raise error or OSError(f"no address to reach port {port} on")
+
+
+def hosts_for(address: dict[str, Any]) -> list[str]:
+    """The hosts of ``address`` (a listener's, as ``reachable_hosts`` published them)
+    worth trying from this host: loopback only where the listener is on this very host,
+    or another node would reach whatever listens on that port on its own host."""
+    hosts = list(address.get("hosts") or [])
+    if str(address.get("node", "")).partition("|")[0] == socket.gethostname():
+        return hosts
+    return [h for h in hosts if not _loopback(h)]
+
+
+def _loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 def reachable_hosts() -> list[str]:

@@ -133,3 +133,18 @@ elif args.scenario == "leader_killed":
     else:
         run.close()
         store.set(f"closed/{rank}", "1")
+
+elif args.scenario == "reopen":
+    # The script opens its run again while it is open (a re-created callback): rank 0
+    # gets the same run, and its one ingest serves both openings of rank 1.
+    again = tracker.init_run(project="topo", store=args.store, system_metrics=False, run_id=run.id)
+    run.log({"loss": float(rank * 10)}, step=0)
+    again.log({"loss": float(rank * 10 + 1)}, step=1)
+    run.flush()
+    again.flush()
+    if rank == 0:
+        me = psutil.Process()
+        ingests = [c for c in me.children() if "tracker.rank_utils.ingest" in c.cmdline()]
+        say(f"INGESTS {len(ingests)} {again is run}")
+    run.close()
+    again.close()
