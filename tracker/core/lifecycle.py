@@ -34,6 +34,11 @@ _lock = threading.RLock()  # re-entrant: the SIGTERM handler may run inside regi
 _installed = False
 _previous_excepthook = sys.excepthook
 _previous_sigterm: Any = None
+# Closes under way in this process, and a SIGTERM that came during one: the close
+# finishes first (it is bounded by its timeouts), then the process ends as SIGTERM asked.
+# Dying in the middle would lose what the close was about to send or make durable.
+_closing = 0
+_deferred_sigterm: tuple[int, Any] | None = None
 
 
 def _after_fork_in_child() -> None:
@@ -82,6 +87,23 @@ def unregister(run: _Closable) -> None:
         _open.discard(run)
 
 
+def closing_started() -> None:
+    global _closing
+    with _lock:
+        _closing += 1
+
+
+def closing_ended() -> None:
+    global _closing, _deferred_sigterm
+    with _lock:
+        _closing -= 1
+        due = _deferred_sigterm if _closing == 0 else None
+        if due is not None:
+            _deferred_sigterm = None
+    if due is not None:
+        _terminate(*due)
+
+
 def _close_all(status: str, error: str | None) -> None:
     with _lock:
         # A signal can reach a fresh child before the fork hook above has run: runs
@@ -120,15 +142,26 @@ def _install_sigterm() -> None:
     _previous_sigterm = previous
 
     def handler(signum: int, frame: Any) -> None:
+        global _deferred_sigterm
         _close_all("terminated", "received SIGTERM")
-        if callable(_previous_sigterm):
-            _previous_sigterm(signum, frame)
-        else:
-            # Die the way SIGTERM kills a process, so the exit status tells the launcher.
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.raise_signal(signal.SIGTERM)
+        with _lock:
+            if _closing:
+                # A close was under way when the signal came (this handler runs on top
+                # of it): it ends the process once it is done.
+                _deferred_sigterm = (signum, frame)
+                return
+        _terminate(signum, frame)
 
     try:
         signal.signal(signal.SIGTERM, handler)
     except (ValueError, OSError):
         pass
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    if callable(_previous_sigterm):
+        _previous_sigterm(signum, frame)
+    else:
+        # Die the way SIGTERM kills a process, so the exit status tells the launcher.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)

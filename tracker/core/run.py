@@ -517,6 +517,13 @@ class Run:
             raise ValueError(f"close(status={status!r}): use one of {', '.join(FINAL_STATUSES)}")
         self._closed = True
         lifecycle.unregister(self)
+        lifecycle.closing_started()
+        try:
+            self._close(status, error)
+        finally:
+            lifecycle.closing_ended()  # a SIGTERM that came meanwhile takes effect here
+
+    def _close(self, status: str, error: str | None) -> None:
         for callback in self._on_close:
             try:
                 callback()

@@ -180,6 +180,7 @@ class Writer:
         self._ship_lock = threading.Lock()
         self._ship_stop = False
         self._ship_failed = False  # the last send failed: flush() does not wait for it
+        self._adopted = False  # catch-ups also cover the run's other segments
         self._shipper: threading.Thread | None = None
         if threaded:
             self._thread = threading.Thread(
@@ -228,6 +229,15 @@ class Writer:
             raise WriterError(
                 f"tracker could not make run {self.run_id} durable: {self._what_is_missing()}"
             ) from err
+
+    def adopt_segments(self) -> None:
+        """Apply the run's other journal segments too, from now on (a distributed run's
+        ingest process, once it has ended: what it could not apply, a store that was
+        away, is then this writer's to catch up, at close as ever)."""
+        self._adopted = True
+        with self._ship_lock:
+            self._store_behind = True
+        self._wake.set()
 
     def wait_for_room(self) -> None:
         """Called by ``Run.log`` when the queue is over ``max_queue``: wait for the writer.
@@ -662,9 +672,19 @@ class Writer:
         try:
             # Its own segment only: another live process may apply another (the ingest of
             # a distributed run), and two appliers of one segment could store a record twice.
-            replay_run(
-                self.store, self.run_id, applier=self.applier, segments={self.journal.path.name}
-            )
+            own = self.journal.path.name
+            replay_run(self.store, self.run_id, applier=self.applier, segments={own})
+            if self._adopted:
+                # Record by record: exact even if their writer still applies them.
+                others = {s.name for s in self.store.segments(self.run_id)} - {own}
+                if others:
+                    replay_run(
+                        self.store,
+                        self.run_id,
+                        applier=self.applier,
+                        segments=others,
+                        record_by_record=True,
+                    )
             applied = self.store.applied_offsets(self.run_id).get(target[0], 0) if target else 0
         except Exception as exc:  # noqa: BLE001
             self._ship_failed = True

@@ -314,6 +314,11 @@ class WriterRun(Run):
         gatherer = getattr(self, "_gatherer", None)
         if gatherer is not None:
             gatherer.finish(close_timeout())
+            adopt = getattr(self._writer, "adopt_segments", None)
+            if isinstance(gatherer, IngestSide) and adopt is not None:
+                # What the ingest journaled but could not apply (a server away, an
+                # ingest that ran out of time) is rank 0's writer's to catch up now.
+                adopt()
             if gatherer.failed and status != "failed":
                 failed = ", ".join(str(r) for r in sorted(gatherer.failed))
                 error = error or (
