@@ -62,19 +62,7 @@ def bucketize(steps: np.ndarray, values: np.ndarray, n: int) -> Buckets:
     lo = int(steps[0])
     span = int(steps[-1]) - lo + 1
     width = -(-span // n)  # ceil: every bucket covers a whole number of steps
-    index = (steps - lo) // width
-    # steps are sorted, so each bucket is one contiguous run: find where runs start.
-    starts = np.flatnonzero(np.concatenate(([True], index[1:] != index[:-1])))
-    ends = np.concatenate((starts[1:], [len(steps)]))
-    # fmin/fmax ignore NaN unless a whole bucket is NaN, so one NaN does not hide a spike.
-    return Buckets(
-        step=lo + index[starts] * width,
-        first=values[starts],
-        last=values[ends - 1],
-        min=np.fmin.reduceat(values, starts),
-        max=np.fmax.reduceat(values, starts),
-        count=(ends - starts).astype(np.int64),
-    )
+    return bucketize_aligned(steps, values, lo, width)
 
 
 # -- block summaries ------------------------------------------------------------------------------
@@ -276,6 +264,8 @@ def bucketize_aligned(steps: np.ndarray, values: np.ndarray, origin: int, width:
     if len(steps) == 0:
         return bucketize(steps, values, 1)
     index = (steps - origin) // width
+    # steps are sorted, so each bucket is one contiguous run: find where runs start.
+    # fmin/fmax ignore NaN unless a whole bucket is NaN, so one NaN does not hide a spike.
     starts = np.flatnonzero(np.concatenate(([True], index[1:] != index[:-1])))
     ends = np.concatenate((starts[1:], [len(steps)]))
     return Buckets(

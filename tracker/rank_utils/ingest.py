@@ -765,16 +765,20 @@ class Ingest:
 
     def _catch_up(self) -> None:
         """Apply this ingest's own segment from the journal where the store lags it."""
-        from ..core.journal import read_records
+        from ..core.replay import replay_run
 
         if self.journal is None or self.applier is None:
             self.behind = False
             return
-        path = self.journal.path
         try:
-            start = self.store.applied_offsets(self.run_id).get(path.name, 0)
-            for end, batch in read_records(path, start):
-                self.applier.apply(batch, (path.name, end))
+            # Record by record: rank 0's writer may adopt this segment once we end.
+            replay_run(
+                self.store,
+                self.run_id,
+                applier=self.applier,
+                segments={self.journal.path.name},
+                record_by_record=True,
+            )
         except Exception:  # noqa: BLE001
             self.retry_at = time.monotonic() + 2.0
             return
